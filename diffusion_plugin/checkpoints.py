@@ -1,0 +1,58 @@
+"""Checkpoint loading under torch >= 2.6 (``weights_only=True``) with clear errors.
+
+fairseq 0.12 stores a few plain-Python objects besides tensors: legacy architectures keep their
+``argparse.Namespace`` in ``cfg.model`` and ``--eval-bleu`` keeps numpy arrays in the metrics
+state.  They are allow-listed here instead of disabling the safe loader.  Importing this module
+also makes fairseq report an empty, truncated or non-checkpoint file by name.
+"""
+import argparse
+import os
+import zipfile
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from fairseq import checkpoint_utils
+
+_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+SAFE_GLOBALS = [
+    argparse.Namespace,
+    np.ndarray,
+    np.dtype,
+    _multiarray._reconstruct,
+    _multiarray.scalar,
+    *(type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool")),
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read."""
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Raise :class:`CheckpointError` for a missing, empty or truncated checkpoint file."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save was interrupted")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) is truncated or not a torch checkpoint; "
+            "use an earlier checkpoint (e.g. checkpoint_best.pt) or retrain"
+        )
+
+
+def checked(load: Callable[..., Any]) -> Callable[..., Any]:
+    def load_checkpoint_to_cpu(path: str, *args: Any, **kwargs: Any) -> Any:
+        if not path.startswith(("http://", "https://")):
+            check_checkpoint_file(path)
+        return load(path, *args, **kwargs)
+
+    load_checkpoint_to_cpu.__wrapped__ = load  # type: ignore[attr-defined]
+    return load_checkpoint_to_cpu
+
+
+torch.serialization.add_safe_globals(SAFE_GLOBALS)
+if not hasattr(checkpoint_utils.load_checkpoint_to_cpu, "__wrapped__"):
+    checkpoint_utils.load_checkpoint_to_cpu = checked(checkpoint_utils.load_checkpoint_to_cpu)

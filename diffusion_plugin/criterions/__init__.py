@@ -1,0 +1,1 @@
+from . import diffusion_loss  # noqa: F401  (registers the criterion)

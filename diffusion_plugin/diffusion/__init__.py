@@ -1,0 +1,1 @@
+"""Diffusion math with no fairseq import: schedules, rescaling, samplers, timestep samplers."""

@@ -1,0 +1,243 @@
+"""Iterative diffusion decoding for fairseq-generate / fairseq-interactive / --eval-bleu.
+
+The encoder runs once per batch; the length predictor proposes b1 lengths, each decoded from b2
+noise draws, all b1·b2 candidates of all sources in one batch; K respaced reverse steps
+(DDPM posterior or DDIM) run the decoder only; the last ẑ_0 is rounded to tokens; candidates are
+ranked per source.
+"""
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+from .diffusion.samplers import ddim_step, ddpm_step, prior_step, respaced_timesteps
+from .diffusion.selection import mbr_utilities
+
+SAMPLERS = ("ddpm", "ddim")
+SELECTIONS = ("score", "bleu-mbr")
+
+
+@dataclass
+class DecodingConfig(FairseqDataclass):
+    decoding_steps: int = field(default=20, metadata={"help": "reverse steps K (of T)"})
+    decoding_sampler: ChoiceEnum(SAMPLERS) = field(  # type: ignore[valid-type]
+        default="ddpm", metadata={"help": "ddpm: respaced posterior sampling; ddim: DDIM"}
+    )
+    ddim_eta: float = field(default=0.0, metadata={"help": "DDIM η in [0, 1]; 0 = deterministic"})
+    early_stopping_steps: int = field(
+        default=0, metadata={"help": "stop the K-step chain E steps early and round the last ẑ_0"}
+    )
+    decoding_rescaling_factor: float = field(
+        default=1.0, metadata={"help": "noise rescaling factor used while sampling"}
+    )
+    length_beam: int = field(default=1, metadata={"help": "b1: length candidates per source"})
+    noise_beam: int = field(default=1, metadata={"help": "b2: noise draws per length"})
+    candidate_selection: ChoiceEnum(SELECTIONS) = field(  # type: ignore[valid-type]
+        default="score",
+        metadata={"help": "score: mean token log-prob; bleu-mbr: MBR with sentence BLEU"},
+    )
+    clamping: bool = field(
+        default=False, metadata={"help": "replace ẑ_0 by its nearest token embedding each step"}
+    )
+    prior_sampling_prob: float = field(
+        default=0.0, metadata={"help": "p1: probability of a prior-sampling step (SeqDiffuSeq E)"}
+    )
+    prior_sampling_until: float = field(
+        default=0.0, metadata={"help": "p2: prior sampling only in the first p2 fraction of steps"}
+    )
+    target_length: int = field(
+        default=0, metadata={"help": "decode every source at this length (0: predicted)"}
+    )
+
+
+DECODING_FIELDS = tuple(f.name for f in fields(DecodingConfig))
+
+
+def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
+    """Clear errors for impossible decoding flags."""
+    steps = cfg["decoding_steps"]
+    if not 1 <= steps <= diffusion_steps:
+        raise ValueError(
+            f"--decoding-steps must be in [1, --diffusion-steps={diffusion_steps}], got {steps}"
+        )
+    if not 0 <= cfg["early_stopping_steps"] < steps:
+        raise ValueError(
+            f"--early-stopping-steps must be in [0, --decoding-steps={steps}), "
+            f"got {cfg['early_stopping_steps']}"
+        )
+    for name in ("length_beam", "noise_beam"):
+        if cfg[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}")
+    if cfg["decoding_sampler"] not in SAMPLERS:
+        raise ValueError(f"--decoding-sampler must be one of {SAMPLERS}, got {cfg['decoding_sampler']!r}")
+    if cfg["candidate_selection"] not in SELECTIONS:
+        raise ValueError(
+            f"--candidate-selection must be one of {SELECTIONS}, got {cfg['candidate_selection']!r}"
+        )
+    if not 0.0 <= cfg["ddim_eta"] <= 1.0:
+        raise ValueError(f"--ddim-eta must be in [0, 1], got {cfg['ddim_eta']}")
+    if cfg["decoding_rescaling_factor"] < 0:
+        raise ValueError(
+            f"--decoding-rescaling-factor must be >= 0, got {cfg['decoding_rescaling_factor']}"
+        )
+    for name in ("prior_sampling_prob", "prior_sampling_until"):
+        if not 0.0 <= cfg[name] <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {cfg[name]}")
+    if cfg["target_length"] < 0:
+        raise ValueError(f"--target-length must be >= 0, got {cfg['target_length']}")
+
+
+class DiffusionGenerator:
+    """Decodes a :class:`DiffusionTransformerModel`; returns all candidates, best first."""
+
+    def __init__(self, models: List[Any], tgt_dict: Any, retain_history: bool = False, **decoding: Any):
+        model = models[0]
+        if not hasattr(model, "denoise"):
+            raise TypeError(
+                f"--path holds a {type(model).__name__}, not a diffusion model: the "
+                "diffusion_translation task decodes checkpoints trained with --arch "
+                "diffusion_transformer_* / difformer_* (train one with fairseq-train --user-dir "
+                "diffusion_plugin --task diffusion_translation)"
+            )
+        self.cfg = {name: decoding[name] for name in DECODING_FIELDS}
+        for name in ("decoding_sampler", "candidate_selection"):
+            self.cfg[name] = str(self.cfg[name])
+        check_decoding(self.cfg, model.cfg.diffusion_steps)
+        self.model = model
+        self.retain_history = retain_history
+        self.pad, self.eos, self.bos = tgt_dict.pad(), tgt_dict.eos(), tgt_dict.bos()
+        self.symbols_to_strip_from_output = {self.eos}
+        self.timesteps = respaced_timesteps(model.cfg.diffusion_steps, self.cfg["decoding_steps"])
+
+    @property
+    def candidates_per_source(self) -> int:
+        return self.cfg["length_beam"] * self.cfg["noise_beam"]
+
+    def candidate_lengths(self, encoder_out: Dict[str, Tensor]) -> Tensor:
+        """[B · b1 · b2] target lengths: b1 predicted (or the fixed --target-length), b2 copies each."""
+        batch = encoder_out["out"].size(0)
+        if self.cfg["target_length"]:
+            lengths = encoder_out["out"].new_full(
+                (batch, self.cfg["length_beam"]), self.cfg["target_length"], dtype=torch.long
+            )
+        else:
+            lengths = self.model.predict_lengths(encoder_out, self.cfg["length_beam"])
+        return lengths.repeat_interleave(self.cfg["noise_beam"], dim=1).reshape(-1)
+
+    def round(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
+        """Tokens argmax(ẑ_0·Eᵀ) over real symbols and their log-probabilities."""
+        logits = self.model.logits(z0_hat).float()
+        logits[..., [self.pad, self.eos, self.bos]] = float("-inf")
+        lprobs = logits.log_softmax(dim=-1)
+        scores, tokens = lprobs.max(dim=-1)
+        return tokens, scores
+
+    def step(self, z: Tensor, z0_hat: Tensor, k: int, padding_mask: Tensor) -> Tensor:
+        """One reverse step from τ_k to τ_{k+1} (descending order)."""
+        model, cfg = self.model, self.cfg
+        n, length = z.shape[:2]
+        coefficients = [
+            model.schedule.coefficients(
+                torch.full((n,), int(self.timesteps[i]), device=z.device),
+                length,
+                cfg["decoding_rescaling_factor"],
+                model.cfg.vp_rescaling,
+                z.dtype,
+            )
+            for i in (k, k + 1)
+        ]
+        (signal_t, noise_t), (signal_s, noise_s) = coefficients
+        noise = torch.randn_like(z)
+        if cfg["decoding_sampler"] == "ddim":
+            out = ddim_step(z, z0_hat, signal_t, noise_t, signal_s, noise_s, cfg["ddim_eta"], noise)
+        else:
+            out = ddpm_step(z, z0_hat, signal_t, noise_t, signal_s, noise_s, noise)
+        active = cfg["prior_sampling_prob"] > 0 and k < cfg["prior_sampling_until"] * len(self.timesteps[1:])
+        if active:
+            use_prior = torch.rand(n, 1, 1, device=z.device) < cfg["prior_sampling_prob"]
+            out = torch.where(use_prior, prior_step(z0_hat, signal_s, noise_s, noise), out)
+        return out.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+
+    @torch.no_grad()
+    def generate(self, models: List[Any], sample: Dict[str, Any], **unused: Any) -> List[List[Dict[str, Any]]]:
+        model, cfg = self.model, self.cfg
+        src_tokens = sample["net_input"]["src_tokens"]
+        encoder_out = model.encode(src_tokens)
+        lengths = self.candidate_lengths(encoder_out)
+        per_source = self.candidates_per_source
+        encoder_out = {k: v.repeat_interleave(per_source, dim=0) for k, v in encoder_out.items()}
+        n, length = lengths.numel(), int(lengths.max())
+        padding_mask = torch.arange(length, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
+        dtype = next(model.parameters()).dtype
+        z = torch.randn(n, length, model.cfg.latent_dim, device=src_tokens.device, dtype=dtype)
+        z = z.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+
+        steps = cfg["decoding_steps"] - cfg["early_stopping_steps"]
+        z0_hat: Optional[Tensor] = None
+        history: List[Tensor] = []
+        for k in range(steps):
+            t = torch.full((n,), int(self.timesteps[k]), device=z.device)
+            z0_hat = model.denoise(z, t, encoder_out, padding_mask, z0_hat)
+            if cfg["clamping"] or self.retain_history:
+                tokens, _ = self.round(z0_hat)
+                if self.retain_history:
+                    history.append(tokens)
+                if cfg["clamping"]:
+                    z0_hat = model.embed(tokens).to(dtype)
+            if k + 1 < steps:
+                z = self.step(z, z0_hat, k, padding_mask)
+        tokens, scores = self.round(z0_hat)
+        return self.finalize(src_tokens, tokens, scores, lengths, history, steps)
+
+    def finalize(
+        self,
+        src_tokens: Tensor,
+        tokens: Tensor,
+        scores: Tensor,
+        lengths: Tensor,
+        history: List[Tensor],
+        steps: int,
+    ) -> List[List[Dict[str, Any]]]:
+        """Per source: its candidates as fairseq hypothesis dicts, best first."""
+        per_source = self.candidates_per_source
+        tokens, scores, lengths = tokens.cpu(), scores.cpu(), lengths.cpu()
+        history = [h.cpu() for h in history]
+        empty_source = (src_tokens.ne(self.pad) & src_tokens.ne(self.eos)).sum(dim=1).eq(0).cpu()
+        eos = torch.tensor([self.eos])
+        results = []
+        for b in range(src_tokens.size(0)):
+            if empty_source[b]:
+                results.append([self.hypothesis(eos, torch.zeros(1), [], steps)])
+                continue
+            candidates = []
+            for c in range(b * per_source, (b + 1) * per_source):
+                n = int(lengths[c])
+                hyp_tokens = torch.cat([tokens[c, :n], eos])
+                positional = torch.cat([scores[c, :n], torch.zeros(1)])
+                trail = [torch.cat([h[c, :n], eos]) for h in history]
+                candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps))
+            results.append(self.rank(candidates))
+        return results
+
+    def hypothesis(self, tokens: Tensor, positional: Tensor, trail: List[Tensor], steps: int) -> Dict[str, Any]:
+        real = max(tokens.numel() - 1, 1)
+        return {
+            "tokens": tokens,
+            "score": float(positional[:-1].sum() / real) if tokens.numel() > 1 else 0.0,
+            "positional_scores": positional,
+            "alignment": None,
+            "steps": steps,
+            "history": [{"tokens": t, "alignment": None} for t in trail],
+        }
+
+    def rank(self, candidates: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        if self.cfg["candidate_selection"] == "bleu-mbr":
+            utilities = mbr_utilities([c["tokens"][:-1].tolist() for c in candidates])
+            order = sorted(range(len(candidates)), key=lambda i: -utilities[i])
+        else:
+            order = sorted(range(len(candidates)), key=lambda i: -candidates[i]["score"])
+        return [candidates[i] for i in order]

@@ -1,0 +1,1 @@
+from .diffusion_transformer import DiffusionTransformerModel  # noqa: F401  (registers the model)

@@ -1,0 +1,151 @@
+"""fairseq-train / -generate / -interactive with the plugin, in-process on generated data."""
+import re
+import pytest
+import torch
+
+from conftest import (
+    generate_args,
+    preprocess_corpus,
+    run_fairseq,
+    train_args,
+    write_text_corpus,
+)
+
+
+def hypotheses(output: str):
+    return {
+        int(m.group(1)): m.group(2)
+        for m in re.finditer(r"^H-(\d+)\t\S+\t(.*)$", output, flags=re.M)
+    }
+
+
+def test_generate_prints_every_test_sentence_and_bleu(data_bin, checkpoint):
+    out = run_fairseq("generate", generate_args(data_bin, checkpoint))
+    hyps = hypotheses(out)
+    assert sorted(hyps) == list(range(30))
+    assert all(hyp for hyp in hyps.values())
+    for prefix in ("S", "T", "D", "P"):
+        assert re.search(rf"^{prefix}-0\t", out, flags=re.M)
+    assert re.search(r"BLEU4? = \d+\.\d+", out)
+
+
+def test_same_seed_same_text_and_history_has_one_line_per_step(data_bin, checkpoint):
+    first = run_fairseq("generate", generate_args(data_bin, checkpoint, "--retain-iter-history"))
+    second = run_fairseq("generate", generate_args(data_bin, checkpoint, "--retain-iter-history"))
+    assert hypotheses(first) == hypotheses(second)
+    assert len(re.findall(r"^E-0_\d+\t", first, flags=re.M)) == 5
+    other = run_fairseq("generate", generate_args(data_bin, checkpoint, "--seed", "8"))
+    assert hypotheses(other) != hypotheses(first)
+
+
+def test_checkpoint_loads_with_weights_only(checkpoint):
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    assert state["cfg"]["model"]["_name"] == "diffusion_transformer_tiny"
+    assert state["model"]["embed.weight"].shape[1] == 16
+    from fairseq import checkpoint_utils
+
+    models, _ = checkpoint_utils.load_model_ensemble([str(checkpoint)])
+    for name, tensor in models[0].state_dict().items():
+        torch.testing.assert_close(tensor, state["model"][name], msg=name)
+
+
+@pytest.fixture(scope="module")
+def transformer_checkpoint(data_bin, tmp_path_factory):
+    """A fairseq AR transformer checkpoint (legacy architecture) trained for one update."""
+    save_dir = tmp_path_factory.mktemp("ar")
+    run_fairseq(
+        "train",
+        [
+            str(data_bin), "--cpu", "--task", "translation", "--arch", "transformer",
+            "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
+            "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "16",
+            "--decoder-ffn-embed-dim", "16", "--encoder-attention-heads", "2",
+            "--decoder-attention-heads", "2", "--optimizer", "adam", "--lr", "1e-3",
+            "--max-tokens", "2000", "--max-update", "1", "--save-dir", str(save_dir),
+            "--no-epoch-checkpoints", "--log-format", "none", "--num-workers", "0",
+        ],
+    )
+    return save_dir / "checkpoint_last.pt"
+
+
+def test_fairseq_transformer_checkpoint_loads_with_weights_only(transformer_checkpoint):
+    """Legacy fairseq architectures store an argparse.Namespace: allow-listed, not unsafe-loaded."""
+    state = torch.load(transformer_checkpoint, weights_only=True)
+    assert state["cfg"]["model"].arch == "transformer"
+
+
+def test_transformer_checkpoint_is_refused_by_the_diffusion_task(data_bin, transformer_checkpoint):
+    with pytest.raises(TypeError, match="holds a TransformerModel, not a diffusion model"):
+        run_fairseq("generate", generate_args(data_bin, transformer_checkpoint))
+
+
+@pytest.mark.parametrize("steps", ["0", "101"])
+def test_decoding_steps_out_of_range(data_bin, checkpoint, steps):
+    args = generate_args(data_bin, checkpoint)
+    args[args.index("--decoding-steps") + 1] = steps
+    with pytest.raises(ValueError, match=rf"--decoding-steps must be in \[1, --diffusion-steps=100\], got {steps}"):
+        run_fairseq("generate", args)
+
+
+def test_empty_and_truncated_checkpoints(data_bin, checkpoint, tmp_path):
+    from diffusion_plugin.checkpoints import CheckpointError
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is empty"):
+        run_fairseq("generate", generate_args(data_bin, empty))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint"):
+        run_fairseq("generate", generate_args(data_bin, truncated))
+
+
+def test_dictionary_mismatch_is_reported(checkpoint, tmp_path):
+    pairs = [(f"w{i} x{i}", f"y{i} z{i}") for i in range(40)]
+    for split in ("train", "valid", "test"):
+        write_text_corpus(tmp_path / "raw", pairs, split)
+    other = preprocess_corpus(tmp_path / "raw", tmp_path / "bin")
+    with pytest.raises(ValueError, match="checkpoint dictionary does not match the data"):
+        run_fairseq("generate", generate_args(other, checkpoint))
+
+
+def test_bad_training_flags(data_bin, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_fairseq("train", train_args(data_bin, tmp_path, "--noise-schedule", "quadratic"))
+    assert "invalid choice: 'quadratic'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--rescaling-factor must be >= 0, got -2.0"):
+        run_fairseq("train", train_args(data_bin, tmp_path, "--rescaling-factor", "-2", "--max-update", "1"))
+
+
+def test_interactive_empty_line_gives_empty_hypothesis(data_bin, checkpoint, tmp_path):
+    from diffusion_plugin.synthetic import generate_pairs
+
+    source = generate_pairs(1, seed=3)[0][0]
+    lines = tmp_path / "input.txt"
+    lines.write_text(f"{source}\n\n{source}\n", encoding="utf-8")
+    args = generate_args(
+        data_bin, checkpoint, "--input", str(lines), "--buffer-size", "16",
+        "--source-lang", "src", "--target-lang", "tgt",
+    )
+    args.remove("--gen-subset")
+    args.remove("test")
+    out = run_fairseq("interactive", args)
+    hyps = re.findall(r"^H-(\d+)\t\S+\t(.*)$", out, flags=re.M)
+    assert [int(i) for i, _ in hyps] == [0, 1, 2]
+    assert hyps[1][1] == ""
+    assert hyps[0][1] and hyps[2][1]
+
+
+def test_eval_bleu_during_training_and_its_checkpoint_loads_safely(data_bin, tmp_path):
+    run_fairseq(
+        "train",
+        train_args(
+            data_bin, tmp_path, "--max-update", "4", "--eval-bleu",
+            "--eval-bleu-args", '{"decoding_steps": 3, "length_beam": 2}',
+            "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric",
+        ),
+    )
+    state = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)
+    valid = {name: value for _, name, _, value in state["extra_state"]["metrics"]["valid"]}
+    assert valid["_bleu_counts"]["val"].shape == (4,)  # numpy array, allow-listed
+    assert 0.0 <= state["extra_state"]["best"] <= 100.0

@@ -1,0 +1,139 @@
+"""The denoiser and the criterion, built directly from a small dictionary."""
+import argparse
+
+import pytest
+import torch
+from fairseq.data import Dictionary
+
+from diffusion_plugin.criterions.diffusion_loss import DiffusionLoss, DiffusionLossConfig
+from diffusion_plugin.models.diffusion_transformer import (
+    ARCHITECTURES,
+    LENGTH_OFFSETS,
+    DiffusionTransformerConfig,
+    DiffusionTransformerModel,
+    apply_architecture,
+)
+
+
+def make_dict(words=20) -> Dictionary:
+    d = Dictionary()
+    for i in range(words):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+def make_model(**overrides) -> DiffusionTransformerModel:
+    args = argparse.Namespace(
+        encoder_layers=1, decoder_layers=1, model_dim=32, ffn_dim=64, attention_heads=2,
+        latent_dim=8, diffusion_steps=50, dropout=0.0, **overrides,
+    )
+    apply_architecture({}, args)
+    dictionary = make_dict()
+    return DiffusionTransformerModel(args, dictionary, dictionary)
+
+
+def batch(model, lengths=(5, 3), target_lengths=(4, 2)):
+    def tokens(ls):
+        out = torch.full((len(ls), max(ls)), model.pad)
+        for i, n in enumerate(ls):
+            out[i, : n - 1] = torch.randint(4, 20, (n - 1,))
+            out[i, n - 1] = model.eos
+        return out
+
+    return tokens(lengths), torch.tensor(lengths), tokens(target_lengths)
+
+
+def test_architecture_defaults_and_command_line_precedence():
+    args = argparse.Namespace(model_dim=64, self_cond=False)
+    apply_architecture(ARCHITECTURES["difformer_iwslt_de_en"], args)
+    assert args.model_dim == 64 and args.self_cond is False  # command line wins
+    assert args.ffn_dim == 1024 and args.attention_heads == 4 and args.rescaling_factor == 4.0
+    assert args.latent_dim == 128 and args.diffusion_steps == 2000 and args.embed_norm is True
+    assert args.noise_schedule == DiffusionTransformerConfig.noise_schedule
+
+
+def test_forward_shapes_and_length_offset_targets():
+    torch.manual_seed(0)
+    model = make_model()
+    src, src_lengths, tgt = batch(model)
+    out = model(src, src_lengths, tgt, torch.tensor([3, 50]))
+    assert out["z0"].shape == out["z0_hat"].shape == (2, 4, 8)
+    # EOS is not diffused: lengths 3 and 1, source lengths (with EOS) 5 and 3
+    assert out["mask"].sum(1).tolist() == [3, 1]
+    assert out["length_logits"].shape == (2, LENGTH_OFFSETS)
+    assert out["length_target"].tolist() == [3 - 5 + 128, 1 - 3 + 128]
+    assert model.logits(out["z0_hat"]).shape == (2, 4, 20 + 4)
+
+
+def test_self_conditioning_input_width_and_effect():
+    torch.manual_seed(0)
+    model = make_model(self_cond=True).eval()
+    assert model.decoder_in.in_features == 16
+    src, _, tgt = batch(model)
+    enc = model.encode(src)
+    z = torch.randn(2, 4, 8)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    t = torch.tensor([10, 10])
+    plain = model.denoise(z, t, enc, mask)
+    torch.testing.assert_close(plain, model.denoise(z, t, enc, mask, torch.zeros_like(z)))
+    assert not torch.allclose(plain, model.denoise(z, t, enc, mask, torch.randn_like(z)))
+    no_cond = make_model(self_cond=False).eval()
+    assert no_cond.decoder_in.in_features == 8
+    torch.testing.assert_close(
+        no_cond.denoise(z, t, no_cond.encode(src), mask),
+        no_cond.denoise(z, t, no_cond.encode(src), mask, torch.randn_like(z)),
+    )
+
+
+def test_predicted_lengths_are_clamped():
+    model = make_model(max_target_positions=6).eval()
+    src, _, _ = batch(model)
+    enc = model.encode(src)
+    with torch.no_grad():
+        model.length_head.bias.zero_()
+        model.length_head.weight.zero_()
+        model.length_head.bias[LENGTH_OFFSETS - 1] = 10.0  # offset +127
+        model.length_head.bias[0] = 5.0  # offset −128
+    lengths = model.predict_lengths(enc, beam=2)
+    assert lengths.tolist() == [[6, 1], [6, 1]]
+
+
+def test_padding_does_not_change_predictions():
+    torch.manual_seed(0)
+    model = make_model().eval()
+    src, _, _ = batch(model, lengths=(5, 5))
+    enc = model.encode(src)
+    z, t = torch.randn(1, 3, 8), torch.tensor([20])
+    short = model.denoise(z, t, {k: v[:1] for k, v in enc.items()}, torch.zeros(1, 3, dtype=torch.bool))
+    padded_z = torch.cat([z, torch.randn(1, 2, 8)], dim=1)
+    padded_mask = torch.tensor([[False, False, False, True, True]])
+    padded = model.denoise(padded_z, t, {k: v[:1] for k, v in enc.items()}, padded_mask)
+    torch.testing.assert_close(padded[:, :3], short, atol=1e-5, rtol=1e-5)
+
+
+class FakeTask:
+    def __init__(self, dictionary):
+        self.source_dictionary = self.target_dictionary = dictionary
+
+
+def criterion_terms(model, **cfg):
+    criterion = DiffusionLoss(DiffusionLossConfig(**cfg), FakeTask(make_dict()))
+    src, src_lengths, tgt = batch(model)
+    sample = {
+        "net_input": {"src_tokens": src, "src_lengths": src_lengths},
+        "target": tgt,
+        "ntokens": int(tgt.ne(model.pad).sum()),
+    }
+    torch.manual_seed(0)
+    loss, sample_size, log = criterion(model, sample)
+    return loss, sample_size, log
+
+
+def test_criterion_terms_are_logged_and_summed():
+    model = make_model()
+    loss, sample_size, log = criterion_terms(model, length_loss_factor=0.1)
+    assert sample_size == 1
+    assert {"mse", "anchor", "length", "nll_loss"} <= set(log) and "rounding" not in log
+    assert loss.item() == pytest.approx((log["mse"] + log["anchor"] + 0.1 * log["length"]).item(), rel=1e-6)
+    _, _, log = criterion_terms(model, rounding_loss=True, prior_loss=True)
+    assert "rounding" in log and "anchor" not in log and log["prior"] > 0
