@@ -23,6 +23,7 @@ echo "== 3. fairseq-train (diffusion_transformer_tiny, CPU, ${MINUTES} minutes)"
 rm -rf checkpoints
 fairseq-train data-bin --user-dir "$ROOT/diffusion_plugin" --cpu --seed 1 \
   --task diffusion_translation --arch diffusion_transformer_tiny --share-all-embeddings \
+  --rescaling-factor 3 \
   --criterion diffusion_loss --label-smoothing 0.1 \
   --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 \
   --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 \
