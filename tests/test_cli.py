@@ -113,7 +113,7 @@ def test_bad_training_flags(data_bin, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_fairseq("train", train_args(data_bin, tmp_path, "--noise-schedule", "quadratic"))
     assert "invalid choice: 'quadratic'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--rescaling-factor must be >= 0, got -2.0"):
+    with pytest.raises(ValueError, match="--rescaling-factor must be >= 0, got -2"):
         run_fairseq("train", train_args(data_bin, tmp_path, "--rescaling-factor", "-2", "--max-update", "1"))
 
 
@@ -149,3 +149,22 @@ def test_eval_bleu_during_training_and_its_checkpoint_loads_safely(data_bin, tmp
     valid = {name: value for _, name, _, value in state["extra_state"]["metrics"]["valid"]}
     assert valid["_bleu_counts"]["val"].shape == (4,)  # numpy array, allow-listed
     assert 0.0 <= state["extra_state"]["best"] <= 100.0
+
+
+def test_auto_rescaling_factor_is_searched_once_and_stored(data_bin, tmp_path):
+    from fairseq.data import Dictionary
+
+    from diffusion_plugin.diffusion.degeneration import search_rescaling_factor
+    from diffusion_plugin.diffusion.schedules import alphas_cumprod
+
+    run_fairseq(
+        "train",
+        train_args(data_bin, tmp_path, "--max-update", "1", "--rescaling-factor", "auto", "--dgs-max", "0.3"),
+    )
+    vocab = len(Dictionary.load(str(data_bin / "dict.tgt.txt")))
+    expected = search_rescaling_factor(alphas_cumprod("sqrt", 100), 0.3, vocab_size=vocab, dim=16)
+    assert expected.factor > 1.0
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    assert float(state["cfg"]["model"]["rescaling_factor"]) == expected.factor
+    with pytest.raises(ValueError, match=r"--dgs-max must be in \(0, 1\), got 1.5"):
+        run_fairseq("train", train_args(data_bin, tmp_path, "--rescaling-factor", "auto", "--dgs-max", "1.5"))

@@ -47,7 +47,7 @@ def test_architecture_defaults_and_command_line_precedence():
     args = argparse.Namespace(model_dim=64, self_cond=False)
     apply_architecture(ARCHITECTURES["difformer_iwslt_de_en"], args)
     assert args.model_dim == 64 and args.self_cond is False  # command line wins
-    assert args.ffn_dim == 1024 and args.attention_heads == 4 and args.rescaling_factor == 4.0
+    assert args.ffn_dim == 1024 and args.attention_heads == 4 and args.rescaling_factor == "4"
     assert args.latent_dim == 128 and args.diffusion_steps == 2000 and args.embed_norm is True
     assert args.noise_schedule == DiffusionTransformerConfig.noise_schedule
 

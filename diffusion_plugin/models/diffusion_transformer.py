@@ -6,6 +6,7 @@ width d (``--latent-dim``) and are projected to and from the model width.
 """
 
 import argparse
+import logging
 import zlib
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -20,13 +21,15 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
 
 from ..diffusion.samplers import q_sample
-from ..diffusion.schedules import SCHEDULES, NoiseSchedule
+from ..diffusion.schedules import SCHEDULES, NoiseSchedule, alphas_cumprod
 from .modules import (
     LatentEmbedding,
     SinusoidalPositions,
     TimestepEmbedding,
     masked_mean,
 )
+
+logger = logging.getLogger(__name__)
 
 LENGTH_OFFSETS = 256  # classes for target length − source length in [−128, 127]
 
@@ -57,8 +60,17 @@ class DiffusionTransformerConfig(FairseqDataclass):
     noise_schedule: ChoiceEnum(SCHEDULES) = field(  # type: ignore[valid-type]
         default="sqrt", metadata={"help": "named noise schedule"}
     )
-    rescaling_factor: float = field(
-        default=1.0, metadata={"help": "Difformer noise rescaling factor F (training noise F²β̄)"}
+    rescaling_factor: str = field(
+        default="1",
+        metadata={
+            "help": "Difformer noise rescaling factor F (training noise F²β̄), or 'auto': the "
+            "smallest F on a 0.5 grid whose degeneration score is <= --dgs-max for this "
+            "vocabulary size, latent width, schedule and T (computed once at model build and "
+            "stored in the checkpoint)"
+        },
+    )
+    dgs_max: float = field(
+        default=0.15, metadata={"help": "degeneration-score threshold for --rescaling-factor auto"}
     )
     vp_rescaling: bool = field(
         default=False, metadata={"help": "variance-preserving rescaling (Difformer Eq. 8)"}
@@ -75,12 +87,44 @@ def check_config(cfg: Any) -> None:
         raise ValueError(
             f"unknown --noise-schedule {cfg.noise_schedule!r}; choose one of {', '.join(SCHEDULES)}"
         )
-    if cfg.rescaling_factor < 0:
-        raise ValueError(f"--rescaling-factor must be >= 0, got {cfg.rescaling_factor}")
+    if str(cfg.rescaling_factor) != "auto":
+        try:
+            factor = float(cfg.rescaling_factor)
+        except ValueError:
+            raise ValueError(
+                f"--rescaling-factor must be a number >= 0 or 'auto', got {cfg.rescaling_factor!r}"
+            ) from None
+        if factor < 0:
+            raise ValueError(f"--rescaling-factor must be >= 0, got {cfg.rescaling_factor}")
+    elif not 0.0 < cfg.dgs_max < 1.0:
+        raise ValueError(f"--dgs-max must be in (0, 1), got {cfg.dgs_max}")
     if cfg.model_dim % cfg.attention_heads:
         raise ValueError(
             f"--model-dim {cfg.model_dim} must be divisible by --attention-heads {cfg.attention_heads}"
         )
+
+
+def resolve_rescaling_factor(cfg: Any, vocab_size: int) -> float:
+    """F from the flag; for 'auto', Difformer Algorithm 1 (F = 1, 1.5, … until DGS <= DGS_max),
+    written back into ``cfg`` so the checkpoint stores the number and generation never searches."""
+    if str(cfg.rescaling_factor) != "auto":
+        return float(cfg.rescaling_factor)
+    from ..diffusion.degeneration import search_rescaling_factor
+
+    result = search_rescaling_factor(
+        alphas_cumprod(str(cfg.noise_schedule), cfg.diffusion_steps),
+        cfg.dgs_max,
+        vocab_size=vocab_size,
+        dim=cfg.latent_dim,
+        variance_preserving=cfg.vp_rescaling,
+    )
+    logger.info(
+        "--rescaling-factor auto: F = %g (DGS %.4f <= %g; V=%d, d=%d, %s schedule, T=%d)",
+        result.factor, result.dgs, cfg.dgs_max, vocab_size, cfg.latent_dim,
+        cfg.noise_schedule, cfg.diffusion_steps,
+    )
+    cfg.rescaling_factor = f"{result.factor:g}"
+    return result.factor
 
 
 def dictionary_fingerprint(dictionary: Any) -> int:
@@ -139,6 +183,7 @@ class DiffusionTransformerModel(BaseFairseqModel):
         )
         self.length_head = nn.Linear(width, LENGTH_OFFSETS)
         self.schedule = NoiseSchedule(str(cfg.noise_schedule), cfg.diffusion_steps)
+        self.rescaling_factor = resolve_rescaling_factor(cfg, len(tgt_dict))
         fingerprint = [dictionary_fingerprint(src_dict), dictionary_fingerprint(tgt_dict)]
         self.register_buffer("dictionary_fingerprint", torch.tensor(fingerprint))
 
@@ -245,7 +290,7 @@ class DiffusionTransformerModel(BaseFairseqModel):
         padding_mask = target.eq(self.pad)
         z0 = self.embed(target)
         signal, noise_var = self.schedule.coefficients(
-            timesteps, target.size(1), self.cfg.rescaling_factor, self.cfg.vp_rescaling, z0.dtype
+            timesteps, target.size(1), self.rescaling_factor, self.cfg.vp_rescaling, z0.dtype
         )
         z_t = q_sample(z0, signal, noise_var, torch.randn_like(z0))
         z0_prev = None
@@ -278,15 +323,15 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     # Difformer Table 21
     "difformer_iwslt_de_en": dict(
         model_dim=512, ffn_dim=1024, attention_heads=4, dropout=0.3, embed_norm=True,
-        self_cond=True, rescaling_factor=4.0,
+        self_cond=True, rescaling_factor="4",
     ),
     "difformer_wmt_en_de": dict(
         model_dim=512, ffn_dim=2048, attention_heads=8, dropout=0.1, embed_norm=True,
-        self_cond=True, rescaling_factor=4.0,
+        self_cond=True, rescaling_factor="4",
     ),
     "difformer_base": dict(
         model_dim=768, ffn_dim=3072, attention_heads=12, dropout=0.1, embed_norm=True,
-        self_cond=True, rescaling_factor=4.0,
+        self_cond=True, rescaling_factor="4",
     ),
 }
 
