@@ -37,17 +37,5 @@ fairseq-generate data-bin --user-dir "$ROOT/diffusion_plugin" --cpu --seed 1 \
   --gen-subset test --batch-size 128 --decoding-steps 20 > generate.txt
 grep -E "^(S|T|H)-0\s" generate.txt
 tail -n 2 generate.txt
-python - generate.txt raw/test.tgt <<'PY'
-import sys
-from sacrebleu.metrics import BLEU
-hyps = {}
-for line in open(sys.argv[1], encoding="utf-8"):
-    if line.startswith("H-"):
-        key, _, text = line.rstrip("\n").split("\t")
-        hyps[int(key[2:])] = text
-refs = [line.rstrip("\n") for line in open(sys.argv[2], encoding="utf-8")]
-metric = BLEU()
-score = metric.corpus_score([hyps[i] for i in range(len(refs))], [refs])
-print(f"{metric.get_signature()}")
-print(f"Quickstart test BLEU = {score.score:.2f} on {len(refs)} sentences")
-PY
+echo "== 5. sacrebleu on the 500 test sentences"
+python "$ROOT/scripts/bleu.py" generate.txt --ref raw/test.tgt
