@@ -18,7 +18,7 @@ from .diffusion.samplers import ddim_step, ddpm_step, prior_step, respaced_times
 from .diffusion.selection import mbr_utilities
 
 SAMPLERS = ("ddpm", "ddim")
-SELECTIONS = ("score", "bleu-mbr")
+SELECTIONS = ("score", "bleu-mbr", "reranker")
 
 
 @dataclass
@@ -38,7 +38,10 @@ class DecodingConfig(FairseqDataclass):
     noise_beam: int = field(default=1, metadata={"help": "b2: noise draws per length"})
     candidate_selection: ChoiceEnum(SELECTIONS) = field(  # type: ignore[valid-type]
         default="score",
-        metadata={"help": "score: mean token log-prob; bleu-mbr: MBR with sentence BLEU"},
+        metadata={
+            "help": "score: mean token log-prob; bleu-mbr: MBR with sentence BLEU; reranker: "
+            "length-normalised log-likelihood under the AR model given as --path diff.pt:ar.pt"
+        },
     )
     clamping: bool = field(
         default=False, metadata={"help": "replace ẑ_0 by its nearest token embedding each step"}
@@ -108,10 +111,43 @@ class DiffusionGenerator:
             self.cfg[name] = str(self.cfg[name])
         check_decoding(self.cfg, model.cfg.diffusion_steps)
         self.model = model
+        self.reranker = self.check_reranker(models, tgt_dict)
         self.retain_history = retain_history
         self.pad, self.eos, self.bos = tgt_dict.pad(), tgt_dict.eos(), tgt_dict.bos()
         self.symbols_to_strip_from_output = {self.eos}
         self.timesteps = respaced_timesteps(model.cfg.diffusion_steps, self.cfg["decoding_steps"])
+
+    def check_reranker(self, models: List[Any], tgt_dict: Any) -> Optional[Any]:
+        """The AR model of ``--path diff.pt:ar.pt`` for ``--candidate-selection reranker``."""
+        if self.cfg["candidate_selection"] != "reranker":
+            return None
+        if len(models) != 2 or not hasattr(models[1], "get_normalized_probs") or hasattr(models[1], "denoise"):
+            raise ValueError(
+                "--candidate-selection reranker needs an autoregressive fairseq model as the second "
+                "checkpoint: --path diffusion.pt:transformer.pt"
+            )
+        reranker = models[1]
+        sizes = (reranker.encoder.embed_tokens.num_embeddings, reranker.decoder.output_projection.out_features)
+        expected = (self.model.src_embed.weight.size(0), len(tgt_dict))
+        if sizes != expected:
+            raise ValueError(
+                f"the reranker's dictionaries (source {sizes[0]}, target {sizes[1]} symbols) differ "
+                f"from the diffusion model's (source {expected[0]}, target {expected[1]}): train the "
+                "AR model on the same data-bin"
+            )
+        return reranker
+
+    def reranker_scores(self, src_tokens: Tensor, hyp_tokens: Tensor) -> Tensor:
+        """Length-normalised log p_AR(y | x) of each candidate ([N, L] tokens ending in EOS)."""
+        per_source = self.candidates_per_source
+        src = src_tokens.repeat_interleave(per_source, dim=0)
+        src_lengths = src.ne(self.model.src_pad).sum(dim=1)
+        prev = torch.cat([hyp_tokens.new_full((hyp_tokens.size(0), 1), self.eos), hyp_tokens[:, :-1]], dim=1)
+        out = self.reranker(src, src_lengths, prev)
+        lprobs = self.reranker.get_normalized_probs(out, log_probs=True).float()
+        token_lprobs = lprobs.gather(-1, hyp_tokens.unsqueeze(-1)).squeeze(-1)
+        mask = hyp_tokens.ne(self.pad)
+        return (token_lprobs * mask).sum(dim=1) / mask.sum(dim=1)
 
     @property
     def candidates_per_source(self) -> int:
@@ -191,7 +227,13 @@ class DiffusionGenerator:
             if k + 1 < steps:
                 z = self.step(z, z0_hat, k, padding_mask)
         tokens, scores = self.round(z0_hat)
-        return self.finalize(src_tokens, tokens, scores, lengths, history, steps)
+        reranker_scores = None
+        if self.reranker is not None:
+            hyp = tokens.masked_fill(padding_mask, self.pad)
+            hyp = torch.cat([hyp, hyp.new_full((n, 1), self.pad)], dim=1)
+            hyp[torch.arange(n), lengths] = self.eos
+            reranker_scores = self.reranker_scores(src_tokens, hyp).cpu()
+        return self.finalize(src_tokens, tokens, scores, lengths, history, steps, reranker_scores)
 
     def finalize(
         self,
@@ -201,6 +243,7 @@ class DiffusionGenerator:
         lengths: Tensor,
         history: List[Tensor],
         steps: int,
+        reranker_scores: Optional[Tensor] = None,
     ) -> List[List[Dict[str, Any]]]:
         """Per source: its candidates as fairseq hypothesis dicts, best first."""
         per_source = self.candidates_per_source
@@ -220,6 +263,8 @@ class DiffusionGenerator:
                 positional = torch.cat([scores[c, :n], torch.zeros(1)])
                 trail = [torch.cat([h[c, :n], eos]) for h in history]
                 candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps))
+                if reranker_scores is not None:
+                    candidates[-1]["reranker_score"] = float(reranker_scores[c])
             results.append(self.rank(candidates))
         return results
 
@@ -239,5 +284,6 @@ class DiffusionGenerator:
             utilities = mbr_utilities([c["tokens"][:-1].tolist() for c in candidates])
             order = sorted(range(len(candidates)), key=lambda i: -utilities[i])
         else:
-            order = sorted(range(len(candidates)), key=lambda i: -candidates[i]["score"])
+            key = "reranker_score" if self.reranker is not None else "score"
+            order = sorted(range(len(candidates)), key=lambda i: -candidates[i][key])
         return [candidates[i] for i in order]

@@ -17,7 +17,7 @@ TINY_MODEL = [
 
 def run_fairseq(command: str, args: List[str]) -> str:
     """Run fairseq-{train,generate,interactive,preprocess} in-process; return its stdout."""
-    from fairseq import options
+    from fairseq import checkpoint_utils, options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq_cli import generate, interactive, preprocess, train
 
@@ -33,6 +33,8 @@ def run_fairseq(command: str, args: List[str]) -> str:
             }[command]()
             main = {"train": train.main, "generate": generate.main, "interactive": interactive.main}
             parsed = options.parse_args_and_arch(parser, input_args=args)
+            # fairseq keeps the best validation score in a function attribute: reset per run
+            checkpoint_utils.save_checkpoint.__dict__.pop("best", None)
             main[command](convert_namespace_to_omegaconf(parsed))
     return out.getvalue()
 

@@ -168,3 +168,14 @@ def test_auto_rescaling_factor_is_searched_once_and_stored(data_bin, tmp_path):
     assert float(state["cfg"]["model"]["rescaling_factor"]) == expected.factor
     with pytest.raises(ValueError, match=r"--dgs-max must be in \(0, 1\), got 1.5"):
         run_fairseq("train", train_args(data_bin, tmp_path, "--rescaling-factor", "auto", "--dgs-max", "1.5"))
+
+
+def test_reranker_selection_uses_the_ar_model(data_bin, checkpoint, transformer_checkpoint):
+    paths = f"{checkpoint}:{transformer_checkpoint}"
+    args = generate_args(data_bin, checkpoint, "--candidate-selection", "reranker", "--length-beam", "2", "--noise-beam", "2", "--nbest", "4")
+    args[args.index("--path") + 1] = paths
+    out = run_fairseq("generate", args)
+    assert len(hypotheses(out)) == 30
+    assert len(re.findall(r"^H-0\t", out, flags=re.M)) == 4
+    with pytest.raises(ValueError, match="needs an autoregressive fairseq model as the second checkpoint"):
+        run_fairseq("generate", generate_args(data_bin, checkpoint, "--candidate-selection", "reranker"))

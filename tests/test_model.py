@@ -137,3 +137,14 @@ def test_criterion_terms_are_logged_and_summed():
     assert loss.item() == pytest.approx((log["mse"] + log["anchor"] + 0.1 * log["length"]).item(), rel=1e-6)
     _, _, log = criterion_terms(model, rounding_loss=True, prior_loss=True)
     assert "rounding" in log and "anchor" not in log and log["prior"] > 0
+
+
+def test_encoder_is_invariant_to_left_padding():
+    """fairseq left-pads sources: positions count from the first real token."""
+    torch.manual_seed(0)
+    model = make_model().eval()
+    sentence = torch.tensor([[7, 8, 9, model.eos]])
+    padded = torch.cat([torch.full((1, 3), model.pad), sentence], dim=1)
+    short, long = model.encode(sentence), model.encode(padded)
+    torch.testing.assert_close(long["out"][:, 3:], short["out"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.length_logits(long), model.length_logits(short), atol=1e-5, rtol=1e-5)

@@ -27,6 +27,7 @@ from .modules import (
     SinusoidalPositions,
     TimestepEmbedding,
     masked_mean,
+    padded_positions,
 )
 
 logger = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class DiffusionTransformerModel(BaseFairseqModel):
     def encode(self, src_tokens: Tensor) -> Dict[str, Tensor]:
         """Encoder states [B, S, D] and the source padding mask [B, S]."""
         padding_mask = src_tokens.eq(self.src_pad)
-        x = self.encoder_in(self.src_embed(src_tokens)) + self.positions(src_tokens.size(1))
+        x = self.encoder_in(self.src_embed(src_tokens)) + self.positions(padded_positions(padding_mask))
         out = self.encoder(self.dropout(x), src_key_padding_mask=attention_padding_mask(padding_mask))
         return {"out": out, "padding_mask": padding_mask}
 
@@ -264,7 +265,7 @@ class DiffusionTransformerModel(BaseFairseqModel):
         """ẑ_0 = proj_out(Decoder(proj_in([z_t; ẑ_0^prev]) + e(t) + pos, encoder states))."""
         if self.cfg.self_cond:
             z_t = torch.cat([z_t, torch.zeros_like(z_t) if z0_prev is None else z0_prev], dim=-1)
-        h = self.decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.positions(z_t.size(1))
+        h = self.decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(padding_mask))
         h = self.decoder(
             self.dropout(h),
             encoder_out["out"],

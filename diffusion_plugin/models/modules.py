@@ -61,19 +61,25 @@ class LatentEmbedding(nn.Module):
 
 
 class SinusoidalPositions(nn.Module):
-    """Fixed sinusoidal position vectors, cached and extended on demand."""
+    """Fixed sinusoidal vectors of integer positions, cached and extended on demand."""
 
     def __init__(self, dim: int, initial: int = 256) -> None:
         super().__init__()
         self.dim = dim
         self.register_buffer("table", sinusoidal_embedding(torch.arange(initial), dim), persistent=False)
 
-    def forward(self, length: int) -> Tensor:
-        if length > self.table.size(0):
+    def forward(self, positions: Tensor) -> Tensor:
+        needed = int(positions.max()) + 1 if positions.numel() else 0
+        if needed > self.table.size(0):
             self.table = sinusoidal_embedding(
-                torch.arange(2 * length, device=self.table.device), self.dim
+                torch.arange(2 * needed, device=self.table.device), self.dim
             ).to(self.table.dtype)
-        return self.table[:length]
+        return self.table[positions]
+
+
+def padded_positions(padding_mask: Tensor) -> Tensor:
+    """Position of each token counted from the first non-pad token (left or right padding)."""
+    return ((~padding_mask).long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def masked_mean(x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
