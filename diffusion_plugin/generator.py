@@ -57,7 +57,7 @@ class DecodingConfig(FairseqDataclass):
     )
 
 
-DECODING_FIELDS = tuple(f.name for f in fields(DecodingConfig))
+DECODING_FIELDS = tuple(f.name for f in fields(DecodingConfig) if not f.name.startswith("_"))
 
 
 def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
@@ -83,9 +83,9 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
         )
     if not 0.0 <= cfg["ddim_eta"] <= 1.0:
         raise ValueError(f"--ddim-eta must be in [0, 1], got {cfg['ddim_eta']}")
-    if cfg["decoding_rescaling_factor"] < 0:
+    if cfg["decoding_rescaling_factor"] <= 0:
         raise ValueError(
-            f"--decoding-rescaling-factor must be >= 0, got {cfg['decoding_rescaling_factor']}"
+            f"--decoding-rescaling-factor must be > 0, got {cfg['decoding_rescaling_factor']}"
         )
     for name in ("prior_sampling_prob", "prior_sampling_until"):
         if not 0.0 <= cfg[name] <= 1.0:
@@ -110,6 +110,11 @@ class DiffusionGenerator:
         for name in ("decoding_sampler", "candidate_selection"):
             self.cfg[name] = str(self.cfg[name])
         check_decoding(self.cfg, model.cfg.diffusion_steps)
+        if self.cfg["target_length"] > model.cfg.max_target_positions:
+            raise ValueError(
+                f"--target-length {self.cfg['target_length']} exceeds the model's "
+                f"--max-target-positions {model.cfg.max_target_positions}"
+            )
         self.model = model
         self.reranker = self.check_reranker(models, tgt_dict)
         self.retain_history = retain_history
@@ -218,15 +223,15 @@ class DiffusionGenerator:
         for k in range(steps):
             t = torch.full((n,), int(self.timesteps[k]), device=z.device)
             z0_hat = model.denoise(z, t, encoder_out, padding_mask, z0_hat)
-            if cfg["clamping"] or self.retain_history:
-                tokens, _ = self.round(z0_hat)
+            if cfg["clamping"] or self.retain_history or k + 1 == steps:
+                # the hypothesis is the rounding of the model's last ẑ_0, not of its clamped copy
+                tokens, scores = self.round(z0_hat)
                 if self.retain_history:
                     history.append(tokens)
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens).to(dtype)
             if k + 1 < steps:
                 z = self.step(z, z0_hat, k, padding_mask)
-        tokens, scores = self.round(z0_hat)
         reranker_scores = None
         if self.reranker is not None:
             hyp = tokens.masked_fill(padding_mask, self.pad)

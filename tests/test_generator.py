@@ -1,0 +1,346 @@
+"""DiffusionGenerator around a tiny untrained model, with controlled denoiser / length / rounding."""
+import math
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from diffusion_plugin.diffusion.schedules import alphas_cumprod
+from diffusion_plugin.generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator, check_decoding
+from diffusion_plugin.models.diffusion_transformer import LENGTH_OFFSETS, DiffusionTransformerModel
+from test_model import make_dict, make_model
+
+BOS, PAD, EOS = 0, 1, 2
+SPECIAL = [BOS, PAD, EOS]
+T = 50  # make_model's --diffusion-steps
+LATENT = 8  # make_model's --latent-dim
+VOCAB = len(make_dict())
+
+
+def decoding(**overrides: Any) -> Dict[str, Any]:
+    """DecodingConfig defaults with ``overrides``."""
+    defaults = DecodingConfig()
+    return {**{name: getattr(defaults, name) for name in DECODING_FIELDS}, **overrides}
+
+
+def generator(
+    model: DiffusionTransformerModel, *extra: Any, retain_history: bool = False, **flags: Any
+) -> DiffusionGenerator:
+    """A generator of ``model`` (and ``extra`` models: the reranker) with decoding ``flags``."""
+    return DiffusionGenerator([model, *extra], make_dict(), retain_history=retain_history, **decoding(**flags))
+
+
+def sample(*sources: List[int]) -> Dict[str, Any]:
+    """A batch of left-padded sources, each followed by EOS."""
+    width = max(len(s) for s in sources) + 1
+    tokens = torch.full((len(sources), width), PAD)
+    for i, s in enumerate(sources):
+        tokens[i, width - len(s) - 1 :] = torch.tensor(s + [EOS])
+    return {"net_input": {"src_tokens": tokens, "src_lengths": torch.tensor([len(s) + 1 for s in sources])}}
+
+
+SAMPLE = sample([5, 6, 7, 8, 9], [10, 11, 12])  # source lengths (with EOS) 6 and 4
+
+
+@pytest.fixture
+def model() -> DiffusionTransformerModel:
+    torch.manual_seed(0)
+    return make_model(self_cond=True).eval()
+
+
+def record_denoise(monkeypatch, model: DiffusionTransformerModel) -> List[Dict[str, Optional[Tensor]]]:
+    """Wrap ``model.denoise``: every call's inputs and output are appended to the returned list."""
+    calls: List[Dict[str, Optional[Tensor]]] = []
+    denoise = model.denoise
+
+    def recorded(z_t, t, encoder_out, padding_mask, z0_prev=None):
+        out = denoise(z_t, t, encoder_out, padding_mask, z0_prev)
+        calls.append({"z_t": z_t.clone(), "t": t.clone(), "z0_prev": z0_prev, "out": out.clone()})
+        return out
+
+    monkeypatch.setattr(model, "denoise", recorded)
+    return calls
+
+
+def fix_initial_noise(monkeypatch, z_T: Tensor) -> None:
+    """The generator's ``torch.randn`` (drawn once, for z_T) returns ``z_T``; per-step noise
+    (``randn_like``) still comes from the global RNG."""
+
+    def randn(*size: int, **kwargs: Any) -> Tensor:
+        assert size == tuple(z_T.shape)
+        return z_T.clone()
+
+    monkeypatch.setattr(torch, "randn", randn)
+
+
+def fix_rounding(
+    monkeypatch, gen: DiffusionGenerator, candidates: List[List[int]], scores: List[float]
+) -> None:
+    """Rounding returns ``candidates`` (one row per candidate) with per-token log-prob ``scores``."""
+    tokens = torch.tensor(candidates)
+    lprobs = torch.tensor(scores).unsqueeze(1).expand(tokens.shape).clone()
+    monkeypatch.setattr(gen, "round", lambda z0_hat: (tokens, lprobs))
+
+
+def favour_offsets(model: DiffusionTransformerModel, offsets: List[int]) -> None:
+    """Length head whose ranking of target − source offsets is ``offsets``, best first."""
+    with torch.no_grad():
+        model.length_head.weight.zero_()
+        model.length_head.bias.zero_()
+        for rank, offset in enumerate(offsets):
+            model.length_head.bias[offset + LENGTH_OFFSETS // 2] = len(offsets) - rank
+
+
+def outputs(hypotheses: List[List[Dict[str, Any]]]) -> List[Tuple[List[int], List[float]]]:
+    return [(h["tokens"].tolist(), h["positional_scores"].tolist()) for hyps in hypotheses for h in hyps]
+
+
+def lengths_of(hyps: List[Dict[str, Any]]) -> List[int]:
+    """Candidate lengths without the EOS, sorted."""
+    return sorted(h["tokens"].numel() - 1 for h in hyps)
+
+
+# --- DDIM --------------------------------------------------------------------------------------
+
+
+def test_ddim_eta0_chain_depends_only_on_the_initial_noise(monkeypatch, model):
+    calls = record_denoise(monkeypatch, model)
+    fix_initial_noise(monkeypatch, torch.randn(4, 5, LATENT, generator=torch.Generator().manual_seed(0)))
+
+    def chain(seed: int, **flags: Any) -> Tuple[List[Tensor], List[Tuple[List[int], List[float]]]]:
+        gen = generator(model, decoding_steps=8, target_length=5, noise_beam=2, **flags)
+        calls.clear()
+        torch.manual_seed(seed)
+        hyps = gen.generate([model], SAMPLE)
+        return [c["z_t"] for c in calls], outputs(hyps)
+
+    (z_a, out_a), (z_b, out_b) = chain(1, decoding_sampler="ddim"), chain(2, decoding_sampler="ddim")
+    assert len(z_a) == len(z_b) == 8
+    assert all(torch.equal(a, b) for a, b in zip(z_a, z_b))
+    assert out_a == out_b
+    # the same fixed z_T with stochastic steps: the chains part after the first step
+    (z_a, _), (z_b, _) = chain(1, decoding_sampler="ddpm"), chain(2, decoding_sampler="ddpm")
+    assert torch.equal(z_a[0], z_b[0]) and not torch.allclose(z_a[1], z_b[1])
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_ddim_with_every_step_matches_the_closed_form(monkeypatch, model, factor):
+    """K = T, η = 0:  z_{t−1} = sqrt(ᾱ_{t−1}) ẑ_0 + σ_{t−1} (z_t − sqrt(ᾱ_t) ẑ_0) / σ_t
+    with σ² = F²(1 − ᾱ) (decoding rescaling factor F)."""
+    calls = record_denoise(monkeypatch, model)
+    gen = generator(
+        model, decoding_steps=T, decoding_sampler="ddim", target_length=4, decoding_rescaling_factor=factor
+    )
+    gen.generate([model], SAMPLE)
+    assert [int(c["t"][0]) for c in calls] == list(range(T, 0, -1))
+    alpha_bar = alphas_cumprod("sqrt", T)
+    for k in (0, 17, T - 2):
+        t, s = T - k, T - k - 1
+        z_t, z0_hat = calls[k]["z_t"].double(), calls[k]["out"].double()
+        sigma_t, sigma_s = factor * math.sqrt(1 - alpha_bar[t]), factor * math.sqrt(1 - alpha_bar[s])
+        eps = (z_t - math.sqrt(alpha_bar[t]) * z0_hat) / sigma_t
+        expected = math.sqrt(alpha_bar[s]) * z0_hat + sigma_s * eps
+        torch.testing.assert_close(calls[k + 1]["z_t"].double(), expected, rtol=1e-4, atol=1e-5)
+
+
+# --- 2D beams and lengths ----------------------------------------------------------------------
+
+
+def test_length_times_noise_beams(model):
+    favour_offsets(model, [2, -1, 0])
+    gen = generator(model, decoding_steps=3, length_beam=3, noise_beam=2)
+    # source lengths 6 and 4 (with EOS): the three best offsets, each repeated b2 = 2 times
+    expected = [8, 8, 5, 5, 6, 6, 6, 6, 3, 3, 4, 4]
+    assert gen.candidate_lengths(model.encode(SAMPLE["net_input"]["src_tokens"])).tolist() == expected
+    hyps = gen.generate([model], SAMPLE)
+    assert [len(h) for h in hyps] == [6, 6]
+    assert lengths_of(hyps[0]) == sorted(expected[:6]) and lengths_of(hyps[1]) == sorted(expected[6:])
+    assert all(h["tokens"][-1] == EOS and EOS not in h["tokens"][:-1].tolist() for h in hyps[0] + hyps[1])
+
+
+def test_fixed_target_length(model):
+    favour_offsets(model, [2, -1])
+    gen = generator(model, decoding_steps=3, length_beam=2, noise_beam=3, target_length=7)
+    hyps = gen.generate([model], SAMPLE)
+    assert [lengths_of(h) for h in hyps] == [[7] * 6, [7] * 6]
+
+
+def test_predicted_lengths_are_clamped_to_1_and_max_target_positions():
+    torch.manual_seed(0)
+    model = make_model(max_target_positions=6).eval()
+    favour_offsets(model, [LENGTH_OFFSETS // 2 - 1, -LENGTH_OFFSETS // 2])  # offsets +127 and −128
+    hyps = generator(model, decoding_steps=3, length_beam=2).generate([model], SAMPLE)
+    assert [lengths_of(h) for h in hyps] == [[1, 6], [1, 6]]
+
+
+def test_empty_source_gives_an_empty_hypothesis(model):
+    gen = generator(model, decoding_steps=3, length_beam=2, noise_beam=2)
+    hyps = gen.generate([model], sample([], [5, 6, 7]))
+    assert [h["tokens"].tolist() for h in hyps[0]] == [[EOS]]
+    assert hyps[0][0]["score"] == 0.0
+    assert len(hyps[1]) == 4 and all(h["tokens"].numel() > 1 for h in hyps[1])
+
+
+# --- candidate selection -----------------------------------------------------------------------
+
+CONSENSUS = [4, 5, 6, 7]
+CANDIDATES = [[4, 5, 6, 9], CONSENSUS, [10, 5, 6, 7]]  # each shares 3-grams with CONSENSUS only
+
+
+def test_bleu_mbr_picks_the_consensus_candidate(monkeypatch, model):
+    def best(selection: str) -> List[int]:
+        gen = generator(model, decoding_steps=2, noise_beam=3, target_length=4, candidate_selection=selection)
+        fix_rounding(monkeypatch, gen, CANDIDATES, scores=[-0.1, -0.9, -0.5])
+        (hyps,) = gen.generate([model], sample([5, 6, 7]))
+        assert sorted(h["tokens"][:-1].tolist() for h in hyps) == sorted(CANDIDATES)
+        return hyps[0]["tokens"].tolist()
+
+    assert best("bleu-mbr") == CONSENSUS + [EOS]
+    assert best("score") == CANDIDATES[0] + [EOS]
+
+
+class StubReranker(nn.Module):
+    """An 'autoregressive model' whose next-token distribution always favours ``favourite``."""
+
+    def __init__(self, favourite: int, src_vocab: int = VOCAB, tgt_vocab: int = VOCAB) -> None:
+        super().__init__()
+        self.encoder = SimpleNamespace(embed_tokens=SimpleNamespace(num_embeddings=src_vocab))
+        self.decoder = SimpleNamespace(output_projection=SimpleNamespace(out_features=tgt_vocab))
+        self.favourite, self.vocab = favourite, tgt_vocab
+        self.inputs: List[Tuple[Tensor, Tensor, Tensor]] = []
+
+    def forward(
+        self, src_tokens: Tensor, src_lengths: Tensor, prev_output_tokens: Tensor
+    ) -> Tuple[Tensor, None]:
+        self.inputs.append((src_tokens, src_lengths, prev_output_tokens))
+        logits = torch.zeros(*prev_output_tokens.shape, self.vocab)
+        logits[..., self.favourite] = 5.0
+        return logits, None
+
+    def get_normalized_probs(self, net_output: Tuple[Tensor, None], log_probs: bool) -> Tensor:
+        return net_output[0].log_softmax(dim=-1)
+
+
+def test_reranker_picks_the_candidate_the_ar_model_prefers(monkeypatch, model):
+    ar = StubReranker(favourite=7)
+    gen = generator(model, ar, decoding_steps=2, noise_beam=3, target_length=4, candidate_selection="reranker")
+    candidates = [[5, 6, 8, 9], [7, 7, 7, 7], [5, 7, 9, 9]]
+    fix_rounding(monkeypatch, gen, candidates, scores=[-0.1, -0.9, -0.5])
+    (hyps,) = gen.generate([model], sample([5, 6, 7]))
+    assert [h["tokens"][:-1].tolist() for h in hyps] == [candidates[1], candidates[2], candidates[0]]
+    log_z = math.log(math.exp(5.0) + VOCAB - 1)
+    assert hyps[0]["reranker_score"] == pytest.approx((4 * (5.0 - log_z) - log_z) / 5, rel=1e-5)
+    src, src_lengths, prev = ar.inputs[0]
+    assert src.tolist() == [[5, 6, 7, EOS]] * 3 and src_lengths.tolist() == [4] * 3
+    assert prev.tolist() == [[EOS, *c] for c in candidates]
+
+
+def test_reranker_needs_a_second_model_with_the_same_dictionaries(model):
+    with pytest.raises(ValueError, match="needs an autoregressive fairseq model as the second checkpoint"):
+        generator(model, candidate_selection="reranker")
+    with pytest.raises(ValueError, match="needs an autoregressive fairseq model as the second checkpoint"):
+        generator(model, model, candidate_selection="reranker")
+    for sizes in ({"src_vocab": VOCAB + 1}, {"tgt_vocab": VOCAB - 1}):
+        with pytest.raises(ValueError, match=r"the reranker's dictionaries .* differ from the diffusion"):
+            generator(model, StubReranker(7, **sizes), candidate_selection="reranker")
+
+
+# --- steps, history, seeds ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps,early", [(6, 0), (6, 2), (6, 5)])
+def test_early_stopping_runs_k_minus_e_denoiser_calls(monkeypatch, model, steps, early):
+    calls = record_denoise(monkeypatch, model)
+    gen = generator(model, retain_history=True, decoding_steps=steps, early_stopping_steps=early, noise_beam=2)
+    hyps = gen.generate([model], SAMPLE)
+    assert len(calls) == steps - early
+    assert [int(c["t"][0]) for c in calls] == gen.timesteps[: steps - early].tolist()
+    for h in hyps[0] + hyps[1]:
+        assert h["steps"] == steps - early and len(h["history"]) == steps - early
+        assert torch.equal(h["history"][-1]["tokens"], h["tokens"])
+
+
+def test_seed_reproduces_and_another_seed_differs(model):
+    gen = generator(model, decoding_steps=5, length_beam=3, noise_beam=3)
+
+    def run(seed: int) -> List[Tuple[List[int], List[float]]]:
+        torch.manual_seed(seed)
+        return outputs(gen.generate([model], SAMPLE))
+
+    first = run(11)
+    assert run(11) == first
+    assert run(12) != first
+
+
+# --- clamping ----------------------------------------------------------------------------------
+
+
+def is_embedding_row(z: Tensor, table: Tensor) -> bool:
+    return bool((z.unsqueeze(-2) == table).all(dim=-1).any(dim=-1).all())
+
+
+def test_clamping_feeds_back_embedding_rows(monkeypatch, model):
+    calls = record_denoise(monkeypatch, model)
+    table = model.embed.table()
+
+    def fed_back(clamping: bool) -> List[Tuple[Tensor, Tensor]]:
+        """(self-conditioning input of step k + 1, model output of step k) for every step."""
+        calls.clear()
+        generator(model, decoding_steps=4, noise_beam=2, clamping=clamping).generate([model], SAMPLE)
+        assert calls[0]["z0_prev"] is None
+        return [(calls[k + 1]["z0_prev"], calls[k]["out"]) for k in range(len(calls) - 1)]
+
+    for z0_prev, out in fed_back(clamping=True):
+        logits = model.logits(out)
+        logits[..., SPECIAL] = float("-inf")
+        assert torch.equal(z0_prev, model.embed(logits.argmax(dim=-1)))
+        assert is_embedding_row(z0_prev, table)
+    for z0_prev, out in fed_back(clamping=False):
+        assert torch.equal(z0_prev, out) and not is_embedding_row(z0_prev, table)
+
+
+def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, model):
+    """Rounding the clamped e_4 again would give token 5 (e_4·e_5 = 2 > e_4·e_4 = 1)."""
+    with torch.no_grad():
+        model.embed.weight.zero_()
+        model.embed.weight[4, :2] = torch.tensor([1.0, 0.0])
+        model.embed.weight[5, :2] = torch.tensor([2.0, 2.0])
+    z0_hat = torch.zeros(LATENT)
+    z0_hat[:2] = torch.tensor([1.0, -1.0])  # · e_4 = 1, · e_5 = 0, · others = 0
+    monkeypatch.setattr(model, "denoise", lambda z_t, *args: z0_hat.expand(z_t.shape))
+    gen = generator(model, decoding_steps=3, target_length=3, clamping=True)
+    (hyps,) = gen.generate([model], sample([5, 6]))
+    assert hyps[0]["tokens"].tolist() == [4, 4, 4, EOS]
+    expected = 1.0 - math.log(math.exp(1.0) + VOCAB - len(SPECIAL) - 1)  # log-softmax over real symbols
+    assert hyps[0]["score"] == pytest.approx(expected, rel=1e-5)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ({"length_beam": 0}, r"--length-beam must be >= 1, got 0"),
+        ({"noise_beam": 0}, r"--noise-beam must be >= 1, got 0"),
+        ({"early_stopping_steps": 20}, r"--early-stopping-steps must be in \[0, --decoding-steps=20\), got 20"),
+        ({"early_stopping_steps": -1}, r"--early-stopping-steps must be in \[0, --decoding-steps=20\), got -1"),
+        ({"ddim_eta": 1.5}, r"--ddim-eta must be in \[0, 1\], got 1.5"),
+        ({"ddim_eta": -0.1}, r"--ddim-eta must be in \[0, 1\], got -0.1"),
+        ({"decoding_steps": 0}, rf"--decoding-steps must be in \[1, --diffusion-steps={T}\], got 0"),
+        ({"decoding_steps": T + 1}, rf"--decoding-steps must be in \[1, --diffusion-steps={T}\], got {T + 1}"),
+        ({"decoding_rescaling_factor": -1.0}, r"--decoding-rescaling-factor must be > 0, got -1.0"),
+        ({"decoding_rescaling_factor": 0.0}, r"--decoding-rescaling-factor must be > 0, got 0.0"),
+        ({"prior_sampling_prob": 1.5}, r"--prior-sampling-prob must be in \[0, 1\], got 1.5"),
+        ({"prior_sampling_until": -0.5}, r"--prior-sampling-until must be in \[0, 1\], got -0.5"),
+        ({"target_length": -3}, r"--target-length must be >= 0, got -3"),
+        ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddpm', 'ddim'\), got 'euler'"),
+    ],
+)
+def test_bad_decoding_flags(model, flags, message):
+    with pytest.raises(ValueError, match=message):
+        check_decoding(decoding(**flags), T)
+    with pytest.raises(ValueError, match=message):
+        generator(model, **flags)
