@@ -170,37 +170,37 @@ class DiffusionGenerator:
         return lengths.repeat_interleave(self.cfg["noise_beam"], dim=1).reshape(-1)
 
     def round(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        """Tokens argmax(ẑ_0·Eᵀ) over real symbols and their log-probabilities."""
+        """Tokens argmax(ẑ_0·Eᵀ) over real symbols and their log-probabilities
+        (max logit − logsumexp, without materialising the log-softmax)."""
         logits = self.model.logits(z0_hat).float()
         logits[..., [self.pad, self.eos, self.bos]] = float("-inf")
-        lprobs = logits.log_softmax(dim=-1)
-        scores, tokens = lprobs.max(dim=-1)
-        return tokens, scores
+        best, tokens = logits.max(dim=-1)
+        return tokens, best - logits.logsumexp(dim=-1)
 
-    def step(self, z: Tensor, z0_hat: Tensor, k: int, padding_mask: Tensor) -> Tensor:
+    def chain_coefficients(self, length: int, device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """(ᾱ'_τ, β̄'_τ) for every τ of the respaced chain, [K + 1, 1 or L, 1], computed once."""
+        return self.model.schedule.coefficients(
+            self.timesteps.to(device),
+            length,
+            self.cfg["decoding_rescaling_factor"],
+            self.model.cfg.vp_rescaling,
+            dtype,
+        )
+
+    def step(self, z: Tensor, z0_hat: Tensor, k: int, signal: Tensor, noise_var: Tensor, padding_mask: Tensor) -> Tensor:
         """One reverse step from τ_k to τ_{k+1} (descending order)."""
-        model, cfg = self.model, self.cfg
-        n, length = z.shape[:2]
-        coefficients = [
-            model.schedule.coefficients(
-                torch.full((n,), int(self.timesteps[i]), device=z.device),
-                length,
-                cfg["decoding_rescaling_factor"],
-                model.cfg.vp_rescaling,
-                z.dtype,
-            )
-            for i in (k, k + 1)
-        ]
-        (signal_t, noise_t), (signal_s, noise_s) = coefficients
-        noise = torch.randn_like(z)
+        cfg = self.cfg
+        prior = cfg["prior_sampling_prob"] > 0 and k < cfg["prior_sampling_until"] * (len(self.timesteps) - 1)
+        stochastic = cfg["decoding_sampler"] == "ddpm" or cfg["ddim_eta"] > 0 or prior
+        noise = torch.randn_like(z) if stochastic else None
+        coefficients = (signal[k], noise_var[k], signal[k + 1], noise_var[k + 1])
         if cfg["decoding_sampler"] == "ddim":
-            out = ddim_step(z, z0_hat, signal_t, noise_t, signal_s, noise_s, cfg["ddim_eta"], noise)
+            out = ddim_step(z, z0_hat, *coefficients, cfg["ddim_eta"], noise)
         else:
-            out = ddpm_step(z, z0_hat, signal_t, noise_t, signal_s, noise_s, noise)
-        active = cfg["prior_sampling_prob"] > 0 and k < cfg["prior_sampling_until"] * len(self.timesteps[1:])
-        if active:
-            use_prior = torch.rand(n, 1, 1, device=z.device) < cfg["prior_sampling_prob"]
-            out = torch.where(use_prior, prior_step(z0_hat, signal_s, noise_s, noise), out)
+            out = ddpm_step(z, z0_hat, *coefficients, noise)
+        if prior:
+            use_prior = torch.rand(z.size(0), 1, 1, device=z.device) < cfg["prior_sampling_prob"]
+            out = torch.where(use_prior, prior_step(z0_hat, signal[k + 1], noise_var[k + 1], noise), out)
         return out.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
     @torch.no_grad()
@@ -218,10 +218,12 @@ class DiffusionGenerator:
         z = z.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
         steps = cfg["decoding_steps"] - cfg["early_stopping_steps"]
+        signal, noise_var = self.chain_coefficients(length, z.device, dtype)
+        timesteps = self.timesteps.to(z.device)
         z0_hat: Optional[Tensor] = None
         history: List[Tensor] = []
         for k in range(steps):
-            t = torch.full((n,), int(self.timesteps[k]), device=z.device)
+            t = timesteps[k : k + 1]  # one timestep, broadcast over the batch
             z0_hat = model.denoise(z, t, encoder_out, padding_mask, z0_hat)
             if cfg["clamping"] or self.retain_history or k + 1 == steps:
                 # the hypothesis is the rounding of the model's last ẑ_0, not of its clamped copy
@@ -231,7 +233,7 @@ class DiffusionGenerator:
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens).to(dtype)
             if k + 1 < steps:
-                z = self.step(z, z0_hat, k, padding_mask)
+                z = self.step(z, z0_hat, k, signal, noise_var, padding_mask)
         reranker_scores = None
         if self.reranker is not None:
             hyp = tokens.masked_fill(padding_mask, self.pad)

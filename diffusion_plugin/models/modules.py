@@ -69,7 +69,7 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("table", sinusoidal_embedding(torch.arange(initial), dim), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
-        needed = int(positions.max()) + 1 if positions.numel() else 0
+        needed = positions.size(-1)  # positions of a [.., L] tensor are < L: no device sync
         if needed > self.table.size(0):
             self.table = sinusoidal_embedding(
                 torch.arange(2 * needed, device=self.table.device), self.dim
