@@ -20,5 +20,5 @@ setup(
         "sacrebleu>=2.0",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"], "plot": ["matplotlib>=3.7"]},
+    extras_require={"test": ["pytest>=7", "matplotlib>=3.7"], "plot": ["matplotlib>=3.7"]},
 )

@@ -318,3 +318,12 @@ def test_cli_script_runs_from_repo_root():
     assert proc.returncode == 2 and proc.stdout == ""
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
     assert len(lines) == 1 and "DGS_max in the open interval (0, 1)" in lines[0]
+
+
+def test_cli_plot_writes_a_png(capsys, tmp_path):
+    out_png = tmp_path / "dgs.png"
+    code, out, _ = _cli(capsys, "--schedule", "sqrt", "--vocab-size", "300", "--dim", "16",
+                        "--dgs-max", "0.3", "--num-queries", "100", "--no-progress",
+                        "--plot", str(out_png))
+    assert code == 0 and out.strip().splitlines()[-1].startswith("rescaling_factor=")
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000
