@@ -179,3 +179,21 @@ def test_reranker_selection_uses_the_ar_model(data_bin, checkpoint, transformer_
     assert len(re.findall(r"^H-0\t", out, flags=re.M)) == 4
     with pytest.raises(ValueError, match="needs an autoregressive fairseq model as the second checkpoint"):
         run_fairseq("generate", generate_args(data_bin, checkpoint, "--candidate-selection", "reranker"))
+
+
+def test_hub_interface_translates_with_decoding_flags(data_bin, checkpoint):
+    from diffusion_plugin.models import DiffusionTransformerModel
+    from diffusion_plugin.synthetic import generate_pairs
+
+    hub = DiffusionTransformerModel.from_pretrained(
+        str(checkpoint.parent), checkpoint_file=checkpoint.name, data_name_or_path=str(data_bin)
+    )
+    sources = [src for src, _ in generate_pairs(3, seed=3)]
+    torch.manual_seed(0)
+    first = hub.translate(sources, decoding_steps=4, length_beam=2, noise_beam=2)
+    torch.manual_seed(0)
+    assert hub.translate(sources, decoding_steps=4, length_beam=2, noise_beam=2) == first
+    assert len(first) == 3 and all(first)
+    assert hub.translate([""], decoding_steps=4) == [""]
+    with pytest.raises(ValueError, match="--length-beam must be >= 1, got 0"):
+        hub.translate(sources, length_beam=0)
