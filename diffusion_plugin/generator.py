@@ -177,10 +177,10 @@ class DiffusionGenerator:
         best, tokens = logits.max(dim=-1)
         return tokens, best - logits.logsumexp(dim=-1)
 
-    def chain_coefficients(self, length: int, device: torch.device, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    def chain_coefficients(self, timesteps: Tensor, length: int, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """(ᾱ'_τ, β̄'_τ) for every τ of the respaced chain, [K + 1, 1 or L, 1], computed once."""
         return self.model.schedule.coefficients(
-            self.timesteps.to(device),
+            timesteps,
             length,
             self.cfg["decoding_rescaling_factor"],
             self.model.cfg.vp_rescaling,
@@ -218,8 +218,8 @@ class DiffusionGenerator:
         z = z.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
         steps = cfg["decoding_steps"] - cfg["early_stopping_steps"]
-        signal, noise_var = self.chain_coefficients(length, z.device, dtype)
         timesteps = self.timesteps.to(z.device)
+        signal, noise_var = self.chain_coefficients(timesteps, length, dtype)
         z0_hat: Optional[Tensor] = None
         history: List[Tensor] = []
         for k in range(steps):
