@@ -1,7 +1,8 @@
 """Training objective of embedding diffusion (Difformer Eq. 2, SeqDiffuSeq §4.1).
 
 L = mean_tokens ‖ẑ_0 − z_0‖²/d  +  CE(ẑ_0·Eᵀ, y) (anchor; or CE(z_0·Eᵀ, y) with --rounding-loss)
-    + λ_len · NLL(length offset)  [+ mean_tokens ‖sqrt(ᾱ_T) z_0‖²/d with --prior-loss]
+    + λ_len · NLL(length offset; skipped for models without length predictor)
+    [+ mean_tokens ‖sqrt(ᾱ_T) z_0‖²/d with --prior-loss]
 Every term is a mean (sample_size = 1, as fairseq's NAT criteria) and is logged by name.
 """
 
@@ -69,7 +70,8 @@ class DiffusionLoss(FairseqCriterion):
         )
         terms[token_name] = (smoothed * token_weights[mask]).sum() / ntokens
         nll_loss = nll.sum() / ntokens
-        terms["length"] = F.cross_entropy(out["length_logits"].float(), out["length_target"])
+        if "length_logits" in out:  # models that take the length from generated padding have none
+            terms["length"] = F.cross_entropy(out["length_logits"].float(), out["length_target"])
         if self.cfg.prior_loss:
             t_max = torch.full_like(timesteps, model.cfg.diffusion_steps)
             signal_T, _ = model.schedule.coefficients(t_max, z0.size(1), dtype=z0.dtype)
