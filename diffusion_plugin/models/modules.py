@@ -37,16 +37,20 @@ class LatentEmbedding(nn.Module):
 
     With ``normalize`` (Difformer's embed norm) each vector passes a parameter-free layer norm,
     keeping σ_e ≈ 1 as the degeneration score assumes.  ``logits(ẑ)`` = ẑ · Eᵀ is the tied
-    rounding layer p(y | ẑ) = softmax(ẑ · Eᵀ).
+    rounding layer p(y | ẑ) = softmax(ẑ · Eᵀ).  The padding vector is zero and untrained, unless
+    ``learned_padding`` (DiffuSeq: padding is a generated symbol that ends the target).
     """
 
-    def __init__(self, num_embeddings: int, dim: int, padding_idx: int, normalize: bool) -> None:
+    def __init__(
+        self, num_embeddings: int, dim: int, padding_idx: int, normalize: bool, learned_padding: bool = False
+    ) -> None:
         super().__init__()
-        self.padding_idx = padding_idx
+        self.padding_idx = None if learned_padding else padding_idx
         self.normalize = normalize
         self.weight = nn.Parameter(torch.randn(num_embeddings, dim))
-        with torch.no_grad():
-            self.weight[padding_idx].zero_()
+        if not learned_padding:
+            with torch.no_grad():
+                self.weight[padding_idx].zero_()
 
     def table(self) -> Tensor:
         if not self.normalize:
