@@ -3,9 +3,11 @@
 The encoder runs once per batch; the length predictor proposes b1 lengths, each decoded from b2
 noise draws, all b1·b2 candidates of all sources in one batch; K respaced reverse steps
 (DDPM posterior or DDIM) run the decoder only; the last ẑ_0 is rounded to tokens; candidates are
-ranked per source.
+ranked per source.  Models without a length predictor (``length_from_padding``: DiffuSeq) decode
+every candidate at its maximum length; the hypothesis ends at the first generated padding token.
 """
 
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -16,6 +18,8 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from .diffusion.samplers import ddim_step, ddpm_step, prior_step, respaced_timesteps
 from .diffusion.selection import mbr_utilities
+
+logger = logging.getLogger(__name__)
 
 SAMPLERS = ("ddpm", "ddim")
 SELECTIONS = ("score", "bleu-mbr", "reranker")
@@ -110,6 +114,12 @@ class DiffusionGenerator:
         for name in ("decoding_sampler", "candidate_selection"):
             self.cfg[name] = str(self.cfg[name])
         check_decoding(self.cfg, model.cfg.diffusion_steps)
+        if model.length_from_padding and self.cfg["length_beam"] > 1:
+            raise ValueError(
+                f"--length-beam {self.cfg['length_beam']}: {type(model).__name__} has no length "
+                "predictor (outputs end at the first generated padding token); draw several "
+                "candidates with --noise-beam"
+            )
         if self.cfg["target_length"] > model.cfg.max_target_positions:
             raise ValueError(
                 f"--target-length {self.cfg['target_length']} exceeds the model's "
@@ -160,9 +170,9 @@ class DiffusionGenerator:
 
     def candidate_lengths(self, encoder_out: Dict[str, Tensor]) -> Tensor:
         """[B · b1 · b2] target lengths: b1 predicted (or the fixed --target-length), b2 copies each."""
-        batch = encoder_out["out"].size(0)
+        batch = encoder_out["padding_mask"].size(0)
         if self.cfg["target_length"]:
-            lengths = encoder_out["out"].new_full(
+            lengths = encoder_out["padding_mask"].new_full(
                 (batch, self.cfg["length_beam"]), self.cfg["target_length"], dtype=torch.long
             )
         else:
@@ -170,12 +180,24 @@ class DiffusionGenerator:
         return lengths.repeat_interleave(self.cfg["noise_beam"], dim=1).reshape(-1)
 
     def round(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        """Tokens argmax(ẑ_0·Eᵀ) over real symbols and their log-probabilities
-        (max logit − logsumexp, without materialising the log-softmax)."""
+        """Tokens argmax(ẑ_0·Eᵀ) over real symbols (and padding, for models whose outputs end at
+        it) and their log-probabilities (max logit − logsumexp, without the full log-softmax)."""
         logits = self.model.logits(z0_hat).float()
-        logits[..., [self.pad, self.eos, self.bos]] = float("-inf")
+        blocked = [self.eos, self.bos] if self.model.length_from_padding else [self.pad, self.eos, self.bos]
+        logits[..., blocked] = float("-inf")
         best, tokens = logits.max(dim=-1)
         return tokens, best - logits.logsumexp(dim=-1)
+
+    def output_lengths(self, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """Hypothesis lengths and whether each was cut at its maximum: the decoded lengths, or for
+        ``length_from_padding`` models the position of the first generated padding token (a
+        candidate that emits none within its ``lengths`` positions is cut there, flagged True)."""
+        if not self.model.length_from_padding:
+            return lengths, torch.zeros_like(lengths, dtype=torch.bool)
+        positions = torch.arange(tokens.size(1), device=tokens.device)
+        is_pad = tokens.eq(self.pad) & (positions < lengths.unsqueeze(1))
+        first = torch.where(is_pad, positions, lengths.unsqueeze(1)).min(dim=1).values
+        return first, ~is_pad.any(dim=1)
 
     def chain_coefficients(self, timesteps: Tensor, length: int, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """(ᾱ'_τ, β̄'_τ) for every τ of the respaced chain, [K + 1, 1 or L, 1], computed once."""
@@ -234,13 +256,22 @@ class DiffusionGenerator:
                     z0_hat = model.embed(tokens).to(dtype)
             if k + 1 < steps:
                 z = self.step(z, z0_hat, k, signal, noise_var, padding_mask)
+        trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]
+        lengths, cut = self.output_lengths(tokens, lengths)
+        if cut.any():
+            logger.warning(
+                "%d of %d candidates emitted no padding token: cut at their maximum length "
+                "(marked cut_at_max_length; raise --max-positions / --max-target-positions)",
+                int(cut.sum()), n,
+            )
         reranker_scores = None
         if self.reranker is not None:
-            hyp = tokens.masked_fill(padding_mask, self.pad)
+            beyond = torch.arange(length, device=lengths.device) >= lengths.unsqueeze(1)
+            hyp = tokens.masked_fill(beyond, self.pad)
             hyp = torch.cat([hyp, hyp.new_full((n, 1), self.pad)], dim=1)
             hyp[torch.arange(n), lengths] = self.eos
             reranker_scores = self.reranker_scores(src_tokens, hyp).cpu()
-        return self.finalize(src_tokens, tokens, scores, lengths, history, steps, reranker_scores)
+        return self.finalize(src_tokens, tokens, scores, lengths, cut, trails, steps, reranker_scores)
 
     def finalize(
         self,
@@ -248,14 +279,16 @@ class DiffusionGenerator:
         tokens: Tensor,
         scores: Tensor,
         lengths: Tensor,
-        history: List[Tensor],
+        cut: Tensor,
+        trails: List[Tuple[Tensor, Tensor]],
         steps: int,
         reranker_scores: Optional[Tensor] = None,
     ) -> List[List[Dict[str, Any]]]:
-        """Per source: its candidates as fairseq hypothesis dicts, best first."""
+        """Per source: its candidates as fairseq hypothesis dicts, best first (``trails``: the
+        tokens and lengths of every retained step)."""
         per_source = self.candidates_per_source
-        tokens, scores, lengths = tokens.cpu(), scores.cpu(), lengths.cpu()
-        history = [h.cpu() for h in history]
+        tokens, scores, lengths, cut = tokens.cpu(), scores.cpu(), lengths.cpu(), cut.cpu()
+        trails = [(h.cpu(), h_lengths.cpu()) for h, h_lengths in trails]
         empty_source = (src_tokens.ne(self.pad) & src_tokens.ne(self.eos)).sum(dim=1).eq(0).cpu()
         eos = torch.tensor([self.eos])
         results = []
@@ -268,14 +301,16 @@ class DiffusionGenerator:
                 n = int(lengths[c])
                 hyp_tokens = torch.cat([tokens[c, :n], eos])
                 positional = torch.cat([scores[c, :n], torch.zeros(1)])
-                trail = [torch.cat([h[c, :n], eos]) for h in history]
-                candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps))
+                trail = [torch.cat([h[c, : h_lengths[c]], eos]) for h, h_lengths in trails]
+                candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps, bool(cut[c])))
                 if reranker_scores is not None:
                     candidates[-1]["reranker_score"] = float(reranker_scores[c])
             results.append(self.rank(candidates))
         return results
 
-    def hypothesis(self, tokens: Tensor, positional: Tensor, trail: List[Tensor], steps: int) -> Dict[str, Any]:
+    def hypothesis(
+        self, tokens: Tensor, positional: Tensor, trail: List[Tensor], steps: int, cut: bool = False
+    ) -> Dict[str, Any]:
         real = max(tokens.numel() - 1, 1)
         return {
             "tokens": tokens,
@@ -284,6 +319,7 @@ class DiffusionGenerator:
             "alignment": None,
             "steps": steps,
             "history": [{"tokens": t, "alignment": None} for t in trail],
+            "cut_at_max_length": cut,
         }
 
     def rank(self, candidates: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
