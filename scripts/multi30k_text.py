@@ -19,16 +19,12 @@ with) are dropped and counted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # subword-nmt's learn_bpe draws a bar per merge
-
-from sacremoses import MosesTokenizer  # noqa: E402
-from subword_nmt.apply_bpe import BPE  # noqa: E402
-from subword_nmt.learn_bpe import learn_bpe  # noqa: E402
+from corpus import (DataError, aligned_pairs, apply_bpe, fail, learn_joint_bpe, read_lines,
+                    tokenize, write_lines)
 
 SPLITS = {"train": "train", "valid": "val", "test": "test"}  # fairseq name -> raw file stem
 WHERE_TO_GET = (
@@ -36,22 +32,6 @@ WHERE_TO_GET = (
     "folder data/task1/raw): gunzip train.*.gz, val.*.gz and test_2016_flickr.*.gz, and "
     "rename test_2016_flickr.* to test.*."
 )
-
-
-class DataError(Exception):
-    """Raw data missing or inconsistent; the message says what and where."""
-
-
-def read_lines(path: Path) -> list[str]:
-    """Lines split on ``\\n`` only (as ``wc -l`` counts them), without line terminators."""
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\r\n") for line in f]
-
-
-def write_lines(path: Path, lines: Sequence[str]) -> None:
-    """Write one line per item, ``\\n``-terminated."""
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(line + "\n" for line in lines)
 
 
 def check_raw_files(raw_dir: Path, langs: Sequence[str]) -> None:
@@ -64,23 +44,8 @@ def check_raw_files(raw_dir: Path, langs: Sequence[str]) -> None:
 
 def load_pairs(raw_dir: Path, stem: str, src: str, tgt: str) -> tuple[list[str], list[str], int]:
     """Kept source lines, kept target lines, and number of dropped (empty) pairs of one split."""
-    src_lines = read_lines(raw_dir / f"{stem}.{src}")
-    tgt_lines = read_lines(raw_dir / f"{stem}.{tgt}")
-    if len(src_lines) != len(tgt_lines):
-        raise DataError(
-            f"line count mismatch: {raw_dir / f'{stem}.{src}'} has {len(src_lines)} lines but "
-            f"{raw_dir / f'{stem}.{tgt}'} has {len(tgt_lines)}; the sides must be line-aligned"
-        )
-    kept = [(s.strip(), t.strip()) for s, t in zip(src_lines, tgt_lines) if s.strip() and t.strip()]
-    return [s for s, _ in kept], [t for _, t in kept], len(src_lines) - len(kept)
-
-
-def tokenize(lines: Sequence[str], lang: str, lowercase: bool) -> list[str]:
-    """Moses-tokenise (see module docstring for the options), optionally lowercasing."""
-    tokenizer = MosesTokenizer(lang=lang)
-    out = [tokenizer.tokenize(line, escape=False, aggressive_dash_splits=True, return_str=True)
-           for line in lines]
-    return [line.lower() for line in out] if lowercase else out
+    src_path, tgt_path = raw_dir / f"{stem}.{src}", raw_dir / f"{stem}.{tgt}"
+    return aligned_pairs(read_lines(src_path), read_lines(tgt_path), str(src_path), str(tgt_path))
 
 
 def prepare(raw_dir: Path, work: Path, src: str, tgt: str, merges: int, lowercase: bool) -> None:
@@ -103,15 +68,10 @@ def prepare(raw_dir: Path, work: Path, src: str, tgt: str, merges: int, lowercas
               f"tokens {src}={n_tokens[src]} {tgt}={n_tokens[tgt]}")
 
     codes = work / "code"
-    with open(codes, "w", encoding="utf-8") as f:
-        learn_bpe(tokenized["train", src] + tokenized["train", tgt], f, merges)
-    with open(codes, encoding="utf-8") as f:
-        n_merges = sum(1 for _ in f) - 1  # first line is the "#version" header
-        f.seek(0)
-        bpe = BPE(f)
+    n_merges = learn_joint_bpe([tokenized["train", src], tokenized["train", tgt]], codes, merges)
     print(f"joint BPE: {n_merges} merges (asked for {merges}) -> {codes}")
     for (split, lang), lines in tokenized.items():
-        segmented = [bpe.process_line(line) for line in lines]
+        segmented = apply_bpe(codes, lines)
         write_lines(work / f"{split}.bpe.{lang}", segmented)
         if split == "train":
             types = len({w for line in segmented for w in line.split()})
@@ -132,8 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         prepare(args.raw_dir, args.work, args.src, args.tgt, args.bpe_merges, args.lowercase)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     return 0
 
 

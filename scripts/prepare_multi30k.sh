@@ -35,13 +35,7 @@ and PATH.
 EOF
 }
 
-die() {
-  echo "error: $*" >&2
-  exit 1
-}
-
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHON="${PYTHON:-python}"
+source "$(dirname "${BASH_SOURCE[0]}")/prepare_lib.sh"
 RAW_DIR="" OUT="" WORK="" SRC="de" TGT="en" MERGES=10000 LOWERCASE=0 FORCE=0
 
 while [[ $# -gt 0 ]]; do
@@ -96,31 +90,14 @@ if [[ -f "$STAMP" && "$FORCE" == 0 ]]; then
 fi
 rm -f "$STAMP"
 
-command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: activate the virtualenv or set PYTHON"
-"$PYTHON" -c 'import sacremoses, subword_nmt' 2>/dev/null ||
-  die "$PYTHON lacks sacremoses/subword-nmt: activate the project's virtualenv or set PYTHON"
-command -v fairseq-preprocess >/dev/null ||
-  die "fairseq-preprocess not on PATH: activate the virtualenv (source .venv/bin/activate)"
+check_tools
 
 echo "== text: $RAW_DIR -> $WORK"
 text_args=(--raw-dir "$RAW_DIR" --work "$WORK" --src "$SRC" --tgt "$TGT" --bpe-merges "$MERGES")
 [[ "$LOWERCASE" == 1 ]] && text_args+=(--lowercase)
 "$PYTHON" "$SCRIPT_DIR/multi30k_text.py" "${text_args[@]}"
 
-echo "== fairseq-preprocess -> $OUT"
-mkdir -p "$OUT"
-rm -f "${OUT_FILES[@]}" "$OUT/preprocess.log"  # fairseq-preprocess refuses existing dicts
-fairseq-preprocess --source-lang "$SRC" --target-lang "$TGT" \
-  --trainpref "$WORK/train.bpe" --validpref "$WORK/valid.bpe" --testpref "$WORK/test.bpe" \
-  --destdir "$OUT" --joined-dictionary --workers 2
-
-echo "== summary"
-for split in train valid test; do
-  echo "$split: $(wc -l <"$WORK/$split.bpe.$SRC") sentence pairs"
-done
-n_dict=$(wc -l <"$OUT/dict.$SRC.txt")
-echo "joined dictionary: $n_dict types in dict.$SRC.txt (= dict.$TGT.txt);" \
-  "model vocabulary $((n_dict + 4)) with fairseq's 4 special symbols"
+binarize "$SRC" "$TGT" "$WORK" "$OUT" 2
 echo "data-bin: $OUT; BPE codes: $WORK/code; sacrebleu reference: $WORK/test.raw.$TGT"
 echo "done in ${SECONDS}s"
 echo "$SETTINGS" >"$STAMP"

@@ -1,0 +1,259 @@
+"""Tests for scripts/prepare_wmt14.sh and scripts/prepare_iwslt14.sh on tiny archives in the real
+releases' layouts, and for the download helper (resume, restart, truncation)."""
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import corpus  # noqa: E402
+
+DE = ["Der Hund", "Die Katze", "Ein Kind", "Der Lehrer", "Die Stadt", "Das Parlament"]
+EN = ["The dog", "The cat", "A child", "The teacher", "The city", "The parliament"]
+VERBS = [("schläft", "sleeps"), ("lacht heute", "laughs today"), ("wartet", "waits"),
+         ("arbeitet viel", "works a lot"), ("ist wach", "is awake")]
+PAIRS = [(f"{d} {dv}.", f"{e} {ev}.") for d, e in zip(DE, EN) for dv, ev in VERBS]  # 30
+
+
+def _tgz(path: Path, members: dict[str, list[str]]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, lines in members.items():
+            data = "".join(line + "\n" for line in lines).encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _sgm(lines: list[str], lang: str, kind: str) -> list[str]:
+    head = f'<{kind}set setid="newstest2014" srclang="any" trglang="{lang}">'
+    return [head, '<doc sysid="ref" docid="1" origlang="en">', "<p>",
+            *(f'<seg id="{i}">{line}</seg>' for i, line in enumerate(lines, 1)),
+            "</p>", "</doc>", f"</{kind}set>"]
+
+
+def fake_wmt14(raw: Path) -> Path:
+    """europarl: 20 pairs + an empty pair + one pair the length-ratio clean drops; commoncrawl:
+    8 pairs (one with a stray carriage return) + a pair with an empty English side; nc-v9: 2
+    pairs; newstest2013: 4 pairs; newstest2014: 3 segments."""
+    raw.mkdir()
+    europarl = PAIRS[:10] + [("", "")] + PAIRS[10:20] + [("Ja.", "Yes " + "indeed " * 6 + ".")]
+    crawl = PAIRS[20:28] + [("Ein Satz.", "")]
+    crawl[3] = ("Der Hund\rschläft.", crawl[3][1])
+    for name, stem, pairs in (
+            ("training-parallel-europarl-v7.tgz", "training/europarl-v7.de-en", europarl),
+            ("training-parallel-commoncrawl.tgz", "commoncrawl.de-en", crawl),
+            ("training-parallel-nc-v9.tgz", "training/news-commentary-v9.de-en", PAIRS[28:30])):
+        _tgz(raw / name, {f"{stem}.de": [d for d, _ in pairs], f"{stem}.en": [e for _, e in pairs]})
+    _tgz(raw / "dev.tgz", {"dev/newstest2013.de": [d for d, _ in PAIRS[:4]],
+                           "dev/newstest2013.en": [e for _, e in PAIRS[:4]]})
+    _tgz(raw / "test-full.tgz", {
+        "test-full/newstest2014-deen-src.en.sgm": _sgm([e for _, e in PAIRS[4:7]], "en", "src"),
+        "test-full/newstest2014-deen-ref.de.sgm": _sgm([d for d, _ in PAIRS[4:7]], "de", "ref")})
+    return raw
+
+
+def _xml(lines: list[str], lang: str) -> list[str]:
+    return ['<?xml version="1.0" encoding="UTF-8"?>', "<mteval>",
+            f'<srcset setid="iwslt2014" srclang="{lang}">', '<doc docid="1" genre="lectures">',
+            "<url>http://www.ted.com/talks/x.html</url>", "<talkid>1</talkid>",
+            *(f'<seg id="{i}"> {line} </seg>' for i, line in enumerate(lines, 1)),
+            "</doc>", "</srcset>", "</mteval>"]
+
+
+def fake_iwslt14(raw: Path) -> Path:
+    """train.tags: 2 talks' metadata + 48 pairs + an empty pair; five test XML sets of 2 pairs."""
+    raw.mkdir()
+    train = [(f"{DE[i % 6]} {VERBS[i % 5][0]} {i}.", f"{EN[i % 6]} {VERBS[i % 5][1]} {i}.")
+             for i in range(48)]
+    meta = {lang: ["<url>http://www.ted.com/talks/a.html</url>", "<keywords>talks</keywords>",
+                   "<talkid>1</talkid>", f"<title>Titel {lang}</title>",
+                   f"<description>Beschreibung {lang}</description>"] for lang in ("de", "en")}
+    tags = {lang: meta[lang] + [p[k] for p in train[:24]] + [""] + meta[lang]
+            + [p[k] for p in train[24:]] for k, lang in enumerate(("de", "en"))}
+    members = {f"de-en/train.tags.de-en.{lang}": tags[lang] for lang in ("de", "en")}
+    for j, name in enumerate(("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011",
+                              "TED.tst2012", "TED.tst2013")):
+        pairs = PAIRS[2 * j:2 * j + 2]
+        pairs[0] = (pairs[0][0], pairs[0][1].replace("The", "It\u2019s & the"))
+        for k, lang in enumerate(("de", "en")):
+            members[f"de-en/IWSLT14.{name}.de-en.{lang}.xml"] = _xml([p[k] for p in pairs], lang)
+    _tgz(raw / "de-en.tgz", members)
+    return raw
+
+
+def run(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+               PYTHON=sys.executable)
+    return subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=180)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def binarised_sizes(out: Path, split: str, pair: str, lang: str) -> int:
+    from fairseq.data import Dictionary, data_utils
+
+    dictionary = Dictionary.load(str(out / f"dict.{lang}.txt"))
+    dataset = data_utils.load_indexed_dataset(str(out / f"{split}.{pair}.{lang}"), dictionary)
+    return len(dataset)
+
+
+def test_wmt14_end_to_end_and_resume(tmp_path: Path) -> None:
+    raw, out = fake_wmt14(tmp_path / "raw"), tmp_path / "wmt14_en_de"
+    args = ["--raw-dir", raw, "--out", out, "--bpe-merges", "40", "--max-len", "20",
+            "--workers", "1", "--no-verify"]
+    result = run("prepare_wmt14.sh", *args)
+    assert result.returncode == 0, result.stderr
+    log = result.stdout
+    assert log.count("warning: --no-verify") == 5
+    assert "train training/europarl-v7.de-en: 21 pairs kept, 1 dropped (empty" in log
+    assert "train commoncrawl.de-en: 8 pairs kept, 1 dropped" in log
+    assert "train training/news-commentary-v9.de-en: 2 pairs kept, 0 dropped" in log
+    assert "valid newstest2013: 4 pairs kept" in log and "test newstest2014: 3 pairs kept" in log
+    assert "train: 30 of 31 pairs kept by clean-corpus (1..20 tokens, ratio <= 1.5), 1 dropped" in log
+    assert "joint BPE: 40 merges (asked for 40)" in log
+    work = Path(f"{out}_work")
+    for split, n in (("train", 30), ("valid", 4), ("test", 3)):
+        for lang in ("en", "de"):
+            assert len(lines(work / f"{split}.bpe.{lang}")) == n
+            assert binarised_sizes(out, split, "en-de", lang) == n
+    assert lines(work / "test.raw.de") == [d for d, _ in PAIRS[4:7]]  # sacrebleu reference
+    assert "Der Hund schläft ." in lines(work / "train.tok.de")  # \r became a space
+    assert (out / "dict.en.txt").read_text() == (out / "dict.de.txt").read_text()
+
+    again = run("prepare_wmt14.sh", *args)
+    assert again.returncode == 0, again.stderr
+    for step in ("extract", "tokenize", "clean", "bpe", "binarize"):
+        assert f"skip: step '{step}' already done" in again.stdout
+    merges = run("prepare_wmt14.sh", *args[:4], "--bpe-merges", "30", *args[6:])
+    assert merges.returncode == 0, merges.stderr
+    assert "skip: step 'clean'" in merges.stdout and "== step 'bpe' (merges=30)" in merges.stdout
+    assert "joint BPE: 30 merges" in merges.stdout and "skip: step 'binarize'" not in merges.stdout
+
+
+def test_wmt14_checksum_mismatch_names_the_file(tmp_path: Path) -> None:
+    raw = fake_wmt14(tmp_path / "raw")
+    result = run("prepare_wmt14.sh", "--raw-dir", raw, "--out", tmp_path / "bin")
+    assert result.returncode == 2
+    assert f"size mismatch for {raw}/training-parallel-europarl-v7.tgz" in result.stderr
+    assert "expected 657632379" in result.stderr and "--no-verify" in result.stderr
+    with pytest.raises(corpus.DataError, match=r"checksum mismatch .* md5 .*expected a8cd"):
+        corpus.verify(raw / "test-full.tgz", corpus_archive("test-full.tgz"), True)
+
+
+def corpus_archive(name: str) -> corpus.Archive:
+    import prepare_text
+
+    return next(a for a in prepare_text.WMT14_ARCHIVES if a.name == name)
+
+
+def test_wmt14_missing_archives_are_listed_with_urls(tmp_path: Path) -> None:
+    raw = fake_wmt14(tmp_path / "raw")
+    for name in ("training-parallel-commoncrawl.tgz", "test-full.tgz"):
+        (raw / name).unlink()
+    result = run("prepare_wmt14.sh", "--raw-dir", raw, "--out", tmp_path / "bin")
+    assert result.returncode == 2
+    assert ("training-parallel-commoncrawl.tgz from http://www.statmt.org/wmt13/"
+            "training-parallel-commoncrawl.tgz; test-full.tgz from "
+            "https://statmt.org/wmt14/test-full.tgz") in result.stderr
+
+
+def test_wmt14_mismatched_sides_and_truncated_archive(tmp_path: Path) -> None:
+    raw = fake_wmt14(tmp_path / "raw")
+    _tgz(raw / "training-parallel-nc-v9.tgz", {
+        "training/news-commentary-v9.de-en.de": ["Ein Satz.", "Noch einer."],
+        "training/news-commentary-v9.de-en.en": ["A sentence."]})
+    result = run("prepare_wmt14.sh", "--raw-dir", raw, "--out", tmp_path / "bin", "--no-verify")
+    assert result.returncode == 2
+    assert ("line count mismatch: training/news-commentary-v9.de-en.en has 1 lines but "
+            "training/news-commentary-v9.de-en.de has 2") in result.stderr
+    data = (raw / "dev.tgz").read_bytes()
+    (raw / "dev.tgz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(corpus.DataError, match="truncated or corrupt"):
+        corpus.read_members(raw / "dev.tgz", ["dev/newstest2013.de"])
+
+
+def test_iwslt14_end_to_end(tmp_path: Path) -> None:
+    raw, out = fake_iwslt14(tmp_path / "raw"), tmp_path / "iwslt14_de_en"
+    result = run("prepare_iwslt14.sh", "--raw-dir", raw, "--out", out, "--bpe-merges", "40",
+                 "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    log = result.stdout
+    assert "note: no published checksum for de-en.tgz" in log
+    # title and description lines stay (tags removed), as in fairseq: 2 talks x 2 + 48 pairs
+    assert "train train.tags: 52 pairs kept, 1 dropped (empty on either side)" in log
+    for name in ("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011", "TED.tst2012"):
+        assert f"test {name}: 2 pairs kept" in log
+    assert "TED.tst2013" not in log  # not part of fairseq's test set
+    assert "train: 52 of 52 pairs kept by clean-corpus (1..175 tokens" in log
+    assert "valid: cleaned train pairs number 23, 46, ... held out -> 2 pairs; train: 50" in log
+    work = Path(f"{out}_work")
+    train_tok = lines(work / "train.tok.en")
+    assert lines(work / "valid.clean.en") == [train_tok[22], train_tok[45]]
+    for split, n in (("train", 50), ("valid", 2), ("test", 10)):
+        for lang in ("de", "en"):
+            assert binarised_sizes(out, split, "de-en", lang) == n
+    assert train_tok[:3] == ["titel en", "beschreibung en", "the dog sleeps 0 ."]  # lowercased
+    assert lines(work / "test.raw.en")[0] == "It's & the dog sleeps."  # cased reference
+    assert lines(work / "test.tok.en")[0] == "it 's & the dog sleeps ."
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    payload = b""
+    honour_range = True
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        start = 0
+        if self.honour_range and self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+        body = self.payload[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, type[_RangeHandler]]]:
+    handler = type("Handler", (_RangeHandler,), {"payload": bytes(range(256)) * 400})
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}/de-en.tgz", handler
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_download_resumes_or_restarts(tmp_path: Path, server, honour_range: bool,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    url, handler = server
+    handler.honour_range = honour_range
+    dest = tmp_path / "de-en.tgz"
+    (tmp_path / "de-en.tgz.part").write_bytes(handler.payload[:1000])  # an interrupted download
+    corpus.download(url, dest, len(handler.payload))
+    assert dest.read_bytes() == handler.payload and not (tmp_path / "de-en.tgz.part").exists()
+    log = capsys.readouterr().out
+    assert ("resuming at 1000 bytes" in log) == honour_range
+    assert ("restarting de-en.tgz" in log) != honour_range
+
+
+def test_download_short_of_expected_size_is_kept_as_part(tmp_path: Path, server) -> None:
+    url, handler = server
+    with pytest.raises(corpus.DataError, match="stopped at 102400 of 102401 bytes"):
+        corpus.download(url, tmp_path / "de-en.tgz", len(handler.payload) + 1)
+    assert not (tmp_path / "de-en.tgz").exists() and (tmp_path / "de-en.tgz.part").exists()
