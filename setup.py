@@ -18,7 +18,13 @@ setup(
         "sacremoses>=0.1",
         "subword-nmt>=0.3.8",
         "sacrebleu>=2.0",
+        "nltk>=3.8",  # scripts/score.py: DiffuSeq's sentence BLEU (NLTK smoothing method 4)
+        "rouge-score>=0.1.2",  # scripts/score.py: ROUGE-L
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7", "matplotlib>=3.7"], "plot": ["matplotlib>=3.7"]},
+    extras_require={
+        "test": ["pytest>=7", "matplotlib>=3.7"],
+        "plot": ["matplotlib>=3.7"],
+        "bertscore": ["bert-score>=0.3.13"],  # scripts/score.py --bertscore-model (a local model)
+    },
 )
