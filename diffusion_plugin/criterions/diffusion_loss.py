@@ -17,7 +17,6 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq.dataclass import FairseqDataclass
 
-from ..diffusion.timestep_samplers import UniformSampler
 
 LOGGED_TERMS = ("loss", "mse", "anchor", "rounding", "nll_loss", "length", "prior")
 
@@ -44,14 +43,11 @@ class DiffusionLoss(FairseqCriterion):
     def __init__(self, cfg: DiffusionLossConfig, task: Any) -> None:
         super().__init__(task)
         self.cfg = cfg
-        self.timestep_sampler = None
 
     def forward(self, model, sample: Dict[str, Any], reduce: bool = True):
-        if self.timestep_sampler is None:
-            self.timestep_sampler = UniformSampler(model.cfg.diffusion_steps)
         net_input = sample["net_input"]
         batch_size = net_input["src_tokens"].size(0)
-        timesteps, weights = self.timestep_sampler.sample(batch_size, net_input["src_tokens"].device)
+        timesteps, weights = model.timestep_sampler.sample(batch_size, net_input["src_tokens"].device)
         out = model(
             net_input["src_tokens"], net_input["src_lengths"], sample["target"], timesteps
         )
@@ -61,7 +57,8 @@ class DiffusionLoss(FairseqCriterion):
         token_weights = weights.unsqueeze(1) * mask
         z0, z0_hat = out["z0"], out["z0_hat"]
 
-        terms = {"mse": ((z0_hat - z0).pow(2).mean(-1) * token_weights).sum() / ntokens}
+        token_mse = (z0_hat - z0).pow(2).mean(-1)
+        terms = {"mse": (token_mse * token_weights).sum() / ntokens}
         token_name = "rounding" if self.cfg.rounding_loss else "anchor"
         logits = model.logits(z0 if self.cfg.rounding_loss else z0_hat)
         lprobs = F.log_softmax(logits.float(), dim=-1)[mask]
@@ -69,6 +66,12 @@ class DiffusionLoss(FairseqCriterion):
             lprobs, out["target"][mask], self.cfg.label_smoothing, reduce=False
         )
         terms[token_name] = (smoothed * token_weights[mask]).sum() / ntokens
+        if model.training:
+            # unweighted per-sequence loss (denoising + token CE) for the importance sampler
+            token_loss = token_mse.detach().float().masked_fill(~mask, 0.0)
+            token_loss[mask] += smoothed.detach().view(-1).float()
+            sequence_loss = token_loss.sum(1) / mask.sum(1).clamp(min=1)
+            model.record_losses(timesteps, token_mse.detach(), mask, sequence_loss)
         nll_loss = nll.sum() / ntokens
         if "length_logits" in out:  # models that take the length from generated padding have none
             terms["length"] = F.cross_entropy(out["length_logits"].float(), out["length_target"])

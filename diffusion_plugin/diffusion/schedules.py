@@ -77,12 +77,25 @@ def rescale(
     return alpha_bar / total, noise / total
 
 
-class NoiseSchedule(torch.nn.Module):
-    """ᾱ table over t = 0..T with one column per target position, shape [T + 1, P].
+class KeepsBufferDtypes(torch.nn.Module):
+    """A module whose buffers keep their dtype under ``.half()``/``.to(dtype)`` (only their device
+    follows), so fp16 training neither quantises ᾱ near 0 and 1 nor float64 loss statistics."""
 
-    A named schedule has P = 1 (shared by all positions); a per-position (token-level) table has
-    P > 1 and positions past the last column reuse it.  The table stays float64 under
-    ``.half()``/``.to(dtype)`` so fp16 training does not quantise ᾱ near 0 and 1.
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        originals = dict(self._buffers)
+        super()._apply(fn, recurse)
+        for name, original in originals.items():
+            if original is not None:
+                self._buffers[name] = original.to(self._buffers[name].device)
+        return self
+
+
+class NoiseSchedule(KeepsBufferDtypes):
+    """ᾱ table over t = 0..T with one column per target position, shape [T + 1, P] (float64).
+
+    A named schedule has P = 1 (shared by all positions) and is recomputed from its name, so it is
+    not saved; a per-position (token-level) table has P > 1 and positions past the last column
+    reuse it.
     """
 
     def __init__(self, name: str, steps: int) -> None:
@@ -94,12 +107,6 @@ class NoiseSchedule(torch.nn.Module):
     @property
     def steps(self) -> int:
         return self.alpha_bar_table.size(0) - 1
-
-    def _apply(self, fn, recurse=True):  # type: ignore[override]
-        table = self.alpha_bar_table
-        super()._apply(fn, recurse)
-        self.alpha_bar_table = table.to(self.alpha_bar_table.device)
-        return self
 
     def alpha_bar(self, t: Tensor, length: int) -> Tensor:
         """ᾱ_t for each batch row of ``t`` ([B]) and position: [B, L, 1] (or [B, 1, 1] if P = 1)."""

@@ -9,7 +9,7 @@ import argparse
 import logging
 import zlib
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Type
+from typing import Any, Dict, Type, Union
 
 import torch
 from torch import Tensor
@@ -18,8 +18,10 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import BaseFairseqModel
 
+from ..diffusion.adaptive_schedule import AdaptiveNoiseSchedule
 from ..diffusion.samplers import q_sample
 from ..diffusion.schedules import SCHEDULES, NoiseSchedule, alphas_cumprod
+from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS, LossSecondMomentSampler, UniformSampler
 from .modules import LatentEmbedding
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,40 @@ class DiffusionConfig(FairseqDataclass):
     )
     vp_rescaling: bool = field(
         default=False, metadata={"help": "variance-preserving rescaling (Difformer Eq. 8)"}
+    )
+    adaptive_schedule: bool = field(
+        default=False,
+        metadata={
+            "help": "SeqDiffuSeq adaptive token-level schedule: a per-position ᾱ[t, i] table "
+            "initialised from --noise-schedule, refit from the recorded losses (saved in checkpoints)"
+        },
+    )
+    adaptive_update_interval: int = field(
+        default=20000, metadata={"help": "refit the adaptive schedule every U updates"}
+    )
+    adaptive_bucket_size: int = field(
+        default=20, metadata={"help": "timesteps per loss bucket K of the adaptive schedule"}
+    )
+    adaptive_warmup_updates: int = field(
+        default=0,
+        metadata={
+            "help": "record losses only from this update on; refits at W + U, W + 2U, ..."
+        },
+    )
+    adaptive_positions: int = field(
+        default=64,
+        metadata={"help": "target positions P with their own schedule; later ones share the last"},
+    )
+    adaptive_min_observations: int = field(
+        default=1,
+        metadata={"help": "(bucket, position) cells with fewer token losses are left out of a refit"},
+    )
+    timestep_sampler: ChoiceEnum(TIMESTEP_SAMPLERS) = field(  # type: ignore[valid-type]
+        default="uniform",
+        metadata={
+            "help": "training timesteps: uniform, or importance sampling p_t ∝ sqrt(E[L_t²]) over "
+            "the last 10 losses per t (DiffuSeq Eq. 9; saved in checkpoints)"
+        },
     )
 
 
@@ -106,6 +142,34 @@ def resolve_rescaling_factor(cfg: Any, vocab_size: int) -> float:
     )
     cfg.rescaling_factor = f"{result.factor:g}"
     return result.factor
+
+
+def build_schedule(cfg: Any) -> NoiseSchedule:
+    """The named schedule, or with --adaptive-schedule a per-position table initialised from it
+    (flags missing from older checkpoints' configs mean off)."""
+    name, steps = str(cfg.noise_schedule), cfg.diffusion_steps
+    if not getattr(cfg, "adaptive_schedule", False):
+        return NoiseSchedule(name, steps)
+    return AdaptiveNoiseSchedule(
+        name,
+        steps,
+        positions=cfg.adaptive_positions,
+        bucket_size=cfg.adaptive_bucket_size,
+        update_interval=cfg.adaptive_update_interval,
+        warmup_updates=cfg.adaptive_warmup_updates,
+        min_observations=cfg.adaptive_min_observations,
+    )
+
+
+def build_timestep_sampler(cfg: Any) -> Union[UniformSampler, LossSecondMomentSampler]:
+    name = str(getattr(cfg, "timestep_sampler", "uniform"))
+    if name not in TIMESTEP_SAMPLERS:
+        raise ValueError(
+            f"unknown --timestep-sampler {name!r}; choose one of {', '.join(TIMESTEP_SAMPLERS)}"
+        )
+    if name == "loss-second-moment":
+        return LossSecondMomentSampler(cfg.diffusion_steps)
+    return UniformSampler(cfg.diffusion_steps)
 
 
 def dictionary_fingerprint(dictionary: Any) -> int:
@@ -161,7 +225,8 @@ class DiffusionModel(BaseFairseqModel):
         self.embed = LatentEmbedding(
             len(tgt_dict), cfg.latent_dim, self.pad, cfg.embed_norm, self.length_from_padding
         )
-        self.schedule = NoiseSchedule(str(cfg.noise_schedule), cfg.diffusion_steps)
+        self.schedule = build_schedule(cfg)
+        self.timestep_sampler = build_timestep_sampler(cfg)
         self.rescaling_factor = resolve_rescaling_factor(cfg, len(tgt_dict))
         fingerprint = [dictionary_fingerprint(src_dict), dictionary_fingerprint(tgt_dict)]
         self.register_buffer("dictionary_fingerprint", torch.tensor(fingerprint))
@@ -181,7 +246,8 @@ class DiffusionModel(BaseFairseqModel):
         gen_parser_from_dataclass(parser, cls.config_class(), delete_default=True)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        """Refuse checkpoints trained with other dictionaries before shapes get compared."""
+        """Refuse checkpoints trained with other dictionaries before shapes get compared; match
+        the checkpoint's schedule and sampler state to this model's flags."""
         stored = state_dict.get("dictionary_fingerprint")
         if stored is not None and not torch.equal(stored.cpu(), self.dictionary_fingerprint.cpu()):
             raise ValueError(
@@ -190,7 +256,54 @@ class DiffusionModel(BaseFairseqModel):
                 f"{self.dictionary_fingerprint.tolist()} (source, target); use the data-bin "
                 "(dict.*.txt) the model was trained on"
             )
+        state_dict = self.training_state_for(state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+    def training_state_for(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Defined behaviour when the checkpoint's schedule / sampler state differs from the flags:
+
+        * adaptive table stored, --adaptive-schedule off: refused (the weights were trained
+          with that table);
+        * no table stored, --adaptive-schedule on: the table starts from the fixed schedule the
+          checkpoint was trained with, with empty statistics (logged);
+        * sampler history stored but not used: dropped; expected but absent: starts empty (logged).
+        """
+        own = self.state_dict()
+        schedule_keys = {k for k in own if k.startswith("schedule.")}
+        stored_schedule = {k for k in state_dict if k.startswith("schedule.")}
+        if stored_schedule and not schedule_keys:
+            raise ValueError(
+                "the checkpoint has an adaptive noise schedule (SeqDiffuSeq): pass "
+                "--adaptive-schedule to continue training it (its table is part of the model)"
+            )
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("timestep_sampler.")
+                      or k in own}
+        missing = sorted(k for k in own if k not in state_dict
+                         and k.startswith(("schedule.", "timestep_sampler.")))
+        if missing:
+            logger.warning(
+                "the checkpoint has no %s state (trained without it): starting it afresh%s",
+                " / ".join(sorted({k.split(".")[0] for k in missing})),
+                f" from the fixed {self.cfg.noise_schedule} schedule with empty loss statistics"
+                if schedule_keys & set(missing) else "",
+            )
+            state_dict = {**state_dict, **{k: own[k] for k in missing}}
+        return state_dict
+
+    def record_losses(self, timesteps: Tensor, token_losses: Tensor, mask: Tensor, losses: Tensor) -> None:
+        """Training statistics: per-token denoising losses [B, L] for the adaptive schedule and
+        per-sequence losses [B] for the importance sampler."""
+        if isinstance(self.schedule, AdaptiveNoiseSchedule):
+            self.schedule.record(timesteps, token_losses, mask)
+        if isinstance(self.timestep_sampler, LossSecondMomentSampler):
+            self.timestep_sampler.record(timesteps, losses)
+
+    def end_update(self, num_updates: int) -> None:
+        """After an optimizer step on every worker: merge the workers' statistics, refit if due."""
+        if isinstance(self.schedule, AdaptiveNoiseSchedule):
+            self.schedule.end_update(num_updates)
+        if isinstance(self.timestep_sampler, LossSecondMomentSampler):
+            self.timestep_sampler.end_update()
 
     def diffusion_targets(self, tgt_tokens: Tensor) -> Tensor:
         """The diffused sequence: the target without its EOS (lengths count real tokens)."""

@@ -27,6 +27,12 @@ class DiffusionTranslationTask(TranslationTask):
         kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, **kwargs)
 
+    def optimizer_step(self, optimizer: Any, model: Any, update_num: int) -> None:
+        """The step, then the model's end-of-update hook (every worker, same update): merge the
+        adaptive-schedule and timestep-sampler statistics and refit the schedule when due."""
+        super().optimizer_step(optimizer, model, update_num)
+        model.end_update(update_num + 1)
+
     def build_generator(self, models: List[Any], args: Any, **unused: Any) -> DiffusionGenerator:
         """Decoding flags come from the task config; attributes of ``args`` (generation config,
         ``--eval-bleu-args`` JSON, hub ``translate(**kwargs)``) override them."""
