@@ -3,6 +3,7 @@ releases' layouts, and for the download helper (resume, restart, truncation)."""
 from __future__ import annotations
 
 import http.server
+import re
 import io
 import os
 import subprocess
@@ -257,3 +258,70 @@ def test_download_short_of_expected_size_is_kept_as_part(tmp_path: Path, server)
     with pytest.raises(corpus.DataError, match="stopped at 102400 of 102401 bytes"):
         corpus.download(url, tmp_path / "de-en.tgz", len(handler.payload) + 1)
     assert not (tmp_path / "de-en.tgz").exists() and (tmp_path / "de-en.tgz.part").exists()
+
+
+def test_distill_trains_teacher_translates_and_binarises(data_bin: Path, tmp_path: Path) -> None:
+    out = tmp_path / "distill"
+    args = ["--data-bin", data_bin, "--src", "src", "--tgt", "tgt", "--out", out, "--arch",
+            "transformer", "--max-update", "2", "--max-tokens", "2000", "--", "--encoder-layers",
+            "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
+            "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32", "--num-workers", "0"]
+    env_run = lambda: subprocess.run(  # noqa: E731
+        ["bash", str(REPO / "scripts" / "distill.sh"), *map(str, args)], cwd=REPO,
+        env=dict(os.environ, CPU="1", PYTHON=sys.executable,
+                 PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
+        capture_output=True, text=True, timeout=300)
+    result = env_run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "teacher test: Generate test with beam=5: BLEU4" in result.stdout
+    kept = int(re.search(r"distilled train: (\d+) pairs, (\d+) dropped", result.stdout).group(1))
+    assert binarised_sizes(out, "train", "src-tgt", "tgt") == kept <= 300
+    for name in ("dict.src.txt", "dict.tgt.txt", "valid.src-tgt.src.bin", "test.src-tgt.tgt.idx"):
+        assert (out / name).read_bytes() == (data_bin / name).read_bytes()
+    again = env_run()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skip: teacher already trained" in again.stdout
+    assert "skip: train split already translated" in again.stdout
+
+
+def test_distill_refuses_a_data_bin_without_the_pair(tmp_path: Path) -> None:
+    result = subprocess.run(["bash", str(REPO / "scripts" / "distill.sh"), "--data-bin",
+                             str(tmp_path), "--src", "de", "--tgt", "en"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "lacks train.de-en.de.bin" in result.stderr
+
+
+def test_average_checkpoints(tmp_path: Path) -> None:
+    import average_checkpoints
+    import torch
+
+    for update, value in ((10, 0.0), (20, 1.0), (30, 2.0)):
+        torch.save({"model": {"w": torch.full((2,), value, dtype=torch.float16),
+                              "n": torch.tensor(update)}, "extra_state": {"u": update}},
+                   tmp_path / f"checkpoint_1_{update}.pt")
+    output = tmp_path / "avg.pt"
+    average_checkpoints.main(["--inputs", str(tmp_path), "--num-update-checkpoints", "2",
+                              "--output", str(output)])
+    state = torch.load(output, weights_only=True)
+    assert state["model"]["w"].tolist() == [1.5, 1.5] and state["model"]["w"].dtype == torch.float16
+    assert state["model"]["n"].item() == 30 and state["extra_state"] == {"u": 30}
+    with pytest.raises(SystemExit, match="has 3 such checkpoints, 4 asked for"):
+        average_checkpoints.main(["--inputs", str(tmp_path), "--num-update-checkpoints", "4",
+                                  "--output", str(output)])
+    (tmp_path / "checkpoint_1_40.pt").write_bytes(b"")
+    with pytest.raises(Exception, match="is empty"):
+        average_checkpoints.main(["--inputs", str(tmp_path), "--num-update-checkpoints", "2",
+                                  "--output", str(output)])
+
+
+@pytest.mark.parametrize("ngpu, expected", [("0", "--max-tokens 8192 --update-freq 8"),
+                                            ("2", "--max-tokens 8192 --update-freq 4"),
+                                            ("16", "--max-tokens 4096 --update-freq 1")])
+def test_recipe_batch_reaches_the_papers_tokens(ngpu: str, expected: str) -> None:
+    script = (f"DATASET=wmt14 SRC=en TGT=de DATA=d NGPU={ngpu}; source examples/recipe.sh; "
+              "echo $ARCH $(batch_args $TOKENS) ${DEVICE[*]}")
+    result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split(" --", 1)[0] == "difformer_wmt_en_de"
+    assert expected in result.stdout and ("--cpu" in result.stdout) == (ngpu == "0")
+    assert ("--fp16" in result.stdout) == (ngpu != "0")
