@@ -12,13 +12,14 @@ the generator's loop overhead.  A benchmark, not a test: see bench/README.md.
     python bench/decode_speed.py --data DATA_BIN --init-untrained --quick     # smoke run, CPU
 """
 import argparse
+import json
 import logging
 import os
 import platform
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -51,6 +52,7 @@ class Size:
 SIZES = {
     "micro": Size(1, 32, 64, 2, 16),  # --quick
     "tiny": Size(2, 128, 256, 4, 64),  # diffusion_transformer_tiny
+    "small": Size(3, 256, 1024, 4, 128),  # bench/run.py on Multi30k (CPU)
     "iwslt": Size(6, 512, 1024, 4, 128),  # difformer_iwslt_de_en / transformer_iwslt_de_en
     "base": Size(6, 512, 2048, 8, 128),  # difformer_wmt_en_de / transformer (base)
 }
@@ -352,6 +354,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="micro models, 8 sentences, 1 repeat")
     parser.add_argument("--out", help="write the markdown report here too")
+    parser.add_argument("--json", help="write the rows here as a JSON list (bench/run.py reads it)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.sentences, args.repeats = "micro", 8, 1
@@ -390,6 +393,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump([asdict(r) for r in rows], f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""bench/run.py: the log parsing, the targets, and a --quick run end to end on the tiny data-bin."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+import run  # noqa: E402
+
+LOG = """\
+2026-11-23 | INFO | train_inner | epoch 001:    100 / 126 loss=14.3, wps=1000.0, ups=0.29, num_updates=100, train_wall=344, wall=346
+2026-11-23 | INFO | train_inner | epoch 002:     74 / 126 loss=8.9, wps=1200.0, ups=0.3, num_updates=200, train_wall=680, wall=683
+2026-11-23 | INFO | train_inner | epoch 003:     48 / 126 loss=8.1, wps=1400.0, ups=0.3, num_updates=300, train_wall=1016, wall=1020
+2026-11-23 | INFO | fairseq_cli.train | done training in 1020.4 seconds
+peak_memory_mb=917 (max RSS)
+"""
+
+
+def test_train_stats_reads_fairseq_simple_log():
+    stats = run.train_stats(LOG)
+    assert stats["wps"] == pytest.approx(1300.0)  # the first interval (warm-up) is left out
+    assert stats["updates"] == 300
+    assert stats["train_seconds"] == 1020.4
+    assert (stats["peak_memory_mb"], stats["peak_memory_kind"]) == (917, "max RSS")
+
+
+def test_parse_cores():
+    assert run.parse_cores("0") == {0}
+    assert run.parse_cores("0-2,5") == {0, 1, 2, 5}
+
+
+def row(system, setting, bleu, rates, wps, steps=None, candidates=None):
+    return {"system": system, "setting": setting, "bleu": bleu, "rates": rates, "wps": wps,
+            "steps": steps, "candidates": candidates}
+
+
+def test_targets_ratios_and_shortfalls():
+    rows = [
+        row("ar", "beam 5", 30.0, {1: 10.0}, 1000.0),
+        row("cmlm", "10 iter", 25.0, {1: 20.0}, 2000.0),
+        row("diffusion", "K=10, b=1x1", 24.0, {1: 60.0}, 1500.0, 10, 1),
+        row("diffusion", "K=20, b=3x3", 29.4, {1: 5.0}, 1500.0, 20, 9),
+    ]
+    lines = report.targets(rows, [1])
+    assert "best plugin BLEU (K=20, b=3x3) / AR BLEU: 0.98 (target >= 0.97): met" in lines[0]
+    assert "1.18 (target >= 1.0): met" in lines[1]
+    assert "0.75 (target >= 0.8): NOT met (short by 0.05)" in lines[2]
+    assert "6.00 (target >= 5.0): met" in lines[3]
+
+
+def test_quick_run_end_to_end_and_resume(data_bin, tmp_path):
+    out, results = tmp_path / "run", tmp_path / "results"
+    ref = data_bin.parent / "raw" / "test.tgt"
+    command = [sys.executable, str(BENCH / "run.py"), "--data", str(data_bin), "--quick",
+               "--source-lang", "src", "--target-lang", "tgt", "--ref", str(ref),
+               "--out", str(out), "--results", str(results)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    [md] = results.glob("*-cpu-quick.md")
+    assert md.with_suffix(".png").stat().st_size > 10_000
+    text = md.read_text()
+    assert text.count("| diffusion (this plugin) |") == 6  # K in {5,10,20} x b in {1x1,3x3}
+    assert "| fairseq transformer (AR) | beam 5 |" in text and "| fairseq CMLM |" in text
+    assert "sacreBLEU signature: `nrefs:1|" in text
+    for system in run.SYSTEMS:
+        trained = json.loads((out / f"train.{system}.json").read_text())
+        assert trained["updates"] == 10 and trained["peak_memory_mb"] > 0
+    speed = json.loads((out / "speed.json").read_text())["rows"]
+    assert {r["system"] for r in speed} == set(run.SYSTEMS)
+    assert {r["batch"] for r in speed} == {1, 8}  # --quick: 8 sentences, batches of 1 and all 8
+
+    rerun = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    assert rerun.stdout.count("done before") == 3 * 2 + 1  # train and bleu per system, speed
