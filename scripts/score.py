@@ -117,7 +117,7 @@ def format_table(report: Dict[str, Any]) -> str:
         value = report["metrics"].get(key)
         lines.append(f"{label:<18}{'-' if value is None else fmt.format(value):>10}")
     if report.get("mbr_curve"):
-        lines.append(f"{'MBR candidates':<18}{'BLEU':>10}{'sent. BLEU':>12}")
+        lines.append(f"{'MBR candidates':<18}{'tok. BLEU':>10}{'sent. BLEU':>12}")
         lines += [f"{p['n']:<18}{p['bleu']:>10.2f}{p['sentence_bleu']:>12.4f}" for p in report["mbr_curve"]]
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)

@@ -95,7 +95,7 @@ def detokenize(texts: Sequence[str], lang: str) -> List[str]:
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: Optional[str] = None) -> Tuple[float, str]:
     """sacrebleu corpus BLEU in [0, 100] and its signature (``tokenize="none"``: tokenised BLEU)."""
-    metric = BLEU(tokenize=tokenize)
+    metric = BLEU(tokenize=tokenize, force=tokenize == "none")  # tokenised input: no 13a warning
     return metric.corpus_score(list(hypotheses), [list(references)]).score, str(metric.get_signature())
 
 
@@ -155,7 +155,8 @@ def mbr_curve(
     sizes: Sequence[int],
     seed: Optional[int] = 0,
 ) -> List[Dict[str, float]]:
-    """Corpus and mean sentence BLEU of MBR over the first n candidates of each source, for each n.
+    """Tokenised corpus BLEU and mean sentence BLEU of MBR over the first n candidates of each
+    source, for each n.
 
     ``seed``: candidates are first put in a seeded random order per source (fairseq-generate
     prints them ranked, so its first n are not n independent draws); ``None`` keeps the given
@@ -170,7 +171,7 @@ def mbr_curve(
         curve.append(
             {
                 "n": n,
-                "bleu": corpus_bleu(chosen, references)[0],
+                "bleu": corpus_bleu(chosen, references, tokenize="none")[0],
                 "sentence_bleu": mean(sentence_bleu(h, r) for h, r in zip(chosen, references)),
                 "short": sum(len(order) < n for order in orders),
             }
