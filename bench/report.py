@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 from typing import Any, Dict, List, Optional
 
 from decode_speed import SIZES, cpu_model
@@ -102,10 +103,10 @@ def table(rows: List[Dict[str, Any]], batches: List[int]) -> List[str]:
 def plot(rows: List[Dict[str, Any]], batch: Optional[int], path: str) -> bool:
     """BLEU and sentences/s against decoding steps K, AR and CMLM as reference lines."""
     try:
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
         import matplotlib
 
         matplotlib.use("Agg")
-        logging.getLogger("matplotlib").setLevel(logging.WARNING)
         import matplotlib.pyplot as plt
     except ImportError:
         return False
@@ -170,7 +171,7 @@ def write_report(args: argparse.Namespace) -> str:
     lines += [
         "Training words/s: mean of fairseq's per-100-update `wps`; peak memory: "
         + (rows[0]["peak_memory_kind"] if rows else "-")
-        + "; decoding sentences/s: bench/decode_speed.py (speed.md beside this report has its full table).",
+        + "; decoding sentences/s: bench/decode_speed.py (`<this report>-speed.md` has its full table, with the loop overhead).",
         "",
         "Targets (issue G):",
         "",
@@ -182,6 +183,9 @@ def write_report(args: argparse.Namespace) -> str:
     for path in (stem + ".md", os.path.join(args.out, "report.md")):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
+    speed = os.path.join(args.out, "speed.md")
+    if os.path.exists(speed):
+        shutil.copyfile(speed, stem + "-speed.md")
     if plot(rows, batches[0] if batches else None, stem + ".png"):
         print(f"[bench] plot: {stem}.png")
     print(text)
