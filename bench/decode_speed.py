@@ -38,6 +38,7 @@ CMLM_ITERATIONS, CMLM_LENGTH_BEAM = 10, 5
 TARGETS = {(10, 1): 5.0, (20, 9): 1.5}  # (K, b1·b2) -> least rate / AR beam-5 rate at batch 1
 MAX_LOOP_OVERHEAD = 1.15  # decode time / bare network passes
 BASELINE_TASKS = {"ar": ("translation", "transformer"), "cmlm": ("translation_lev", "cmlm_transformer")}
+SYSTEMS = ("ar", "cmlm", "diffusion")
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for category in (UserWarning, DeprecationWarning, FutureWarning):  # hydra / fairseq 0.12 noise
         warnings.filterwarnings("ignore", category=category)
     torch.manual_seed(args.seed)
-    loaded = (load_system(name, getattr(args, name), args) for name in ("diffusion", "ar", "cmlm"))
+    loaded = (load_system(name, getattr(args, name), args) for name in SYSTEMS)
     systems = [s for s in loaded if s is not None]
     if not systems:
         raise SystemExit("nothing to measure: give --diffusion/--ar/--cmlm checkpoints or --init-untrained")

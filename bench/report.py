@@ -9,9 +9,8 @@ import re
 import shutil
 from typing import Any, Dict, List, Optional
 
-from decode_speed import SIZES, cpu_model
+from decode_speed import SIZES, SYSTEMS, cpu_model
 
-SYSTEMS = ("ar", "cmlm", "diffusion")
 NAMES = {"ar": "fairseq transformer (AR)", "cmlm": "fairseq CMLM", "diffusion": "diffusion (this plugin)"}
 K10_LEAST_SPEEDUP, LEAST_BLEU_OF_AR, LEAST_WPS_OF_CMLM = 5.0, 0.97, 0.8
 

@@ -19,11 +19,10 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from decode_speed import SIZES, untrained_flags
+from decode_speed import BASELINE_TASKS, SIZES, SYSTEMS, untrained_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN = os.path.join(ROOT, "diffusion_plugin")
-SYSTEMS = ("ar", "cmlm", "diffusion")
 OPTIMISER = [
     "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--weight-decay", "0.01", "--clip-norm", "1.0",
     "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--dropout", "0.1", "--max-tokens", "4096",
@@ -112,7 +111,7 @@ def slug(setting: str) -> str:
 def bleu(args: argparse.Namespace, system: str) -> Dict[str, Any]:
     """Test BLEU of every decoding setting: fairseq's tokenised BLEU4 and, with ``--ref``, sacrebleu
     on the detokenised ``D-`` lines (scripts/bleu.py)."""
-    task = {"ar": "translation", "cmlm": "translation_lev", "diffusion": "diffusion_translation"}[system]
+    task = BASELINE_TASKS[system][0] if system in BASELINE_TASKS else "diffusion_translation"
     results = {}
     for setting, flags in decoding_settings(system, args.quick):
         log = os.path.join(args.out, "logs", f"{system}.{slug(setting)}.generate.txt")
