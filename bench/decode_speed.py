@@ -169,7 +169,7 @@ def decoder(system: System, generator: Any, batches: Sequence[Dict[str, Any]]) -
 def bare_passes(
     model: Any, generator: Any, batches: Sequence[Dict[str, Any]], steps: int
 ) -> Callable[[], None]:
-    """One encoder pass + ``steps`` denoiser passes per batch, on the shapes the generator decodes
+    """One encoder pass (and its decoding state) + ``steps`` denoiser passes per batch, on the shapes the generator decodes
     (b1·b2 rows per source, the batch's longest candidate), inputs prepared beforehand."""
     dtype = next(model.parameters()).dtype
     prepared = []
@@ -180,16 +180,14 @@ def bare_passes(
             lengths = generator.candidate_lengths(encoder_out)
             n, length = lengths.numel(), int(lengths.max())
             mask = torch.arange(length, device=src.device).unsqueeze(0) >= lengths.unsqueeze(1)
-            per_source = generator.candidates_per_source
-            repeated = {k: v.repeat_interleave(per_source, dim=0) for k, v in encoder_out.items()}
             z = torch.randn(n, length, model.cfg.latent_dim, device=src.device, dtype=dtype)
             t = torch.full((n,), model.cfg.diffusion_steps, device=src.device)
-            prepared.append((src, z, t, repeated, mask))
+            prepared.append((src, z, t, mask))
 
     @torch.no_grad()
     def run() -> None:
-        for src, z, t, encoder_out, mask in prepared:
-            model.encode(src)
+        for src, z, t, mask in prepared:
+            encoder_out = model.decoding_state(model.encode(src), generator.candidates_per_source)
             z0_hat = None
             for _ in range(steps):
                 z0_hat = model.denoise(z, t, encoder_out, mask, z0_hat)

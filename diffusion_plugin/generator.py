@@ -232,7 +232,7 @@ class DiffusionGenerator:
         encoder_out = model.encode(src_tokens)
         lengths = self.candidate_lengths(encoder_out)
         per_source = self.candidates_per_source
-        encoder_out = {k: v.repeat_interleave(per_source, dim=0) for k, v in encoder_out.items()}
+        encoder_out = model.decoding_state(encoder_out, per_source)
         n, length = lengths.numel(), int(lengths.max())
         padding_mask = torch.arange(length, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
         dtype = next(model.parameters()).dtype

@@ -23,10 +23,11 @@ def make_dict(words=20) -> Dictionary:
 
 
 def make_model(**overrides) -> DiffusionTransformerModel:
-    args = argparse.Namespace(
+    settings = dict(
         encoder_layers=1, decoder_layers=1, model_dim=32, ffn_dim=64, attention_heads=2,
-        latent_dim=8, diffusion_steps=50, dropout=0.0, **overrides,
+        latent_dim=8, diffusion_steps=50, dropout=0.0,
     )
+    args = argparse.Namespace(**{**settings, **overrides})
     apply_architecture({}, args)
     dictionary = make_dict()
     return DiffusionTransformerModel(args, dictionary, dictionary)
@@ -148,3 +149,26 @@ def test_encoder_is_invariant_to_left_padding():
     short, long = model.encode(sentence), model.encode(padded)
     torch.testing.assert_close(long["out"][:, 3:], short["out"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.length_logits(long), model.length_logits(short), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_cached_cross_attention_decoding_equals_the_module_forward(activation):
+    """decoding_state's cached keys/values, shared by 3 candidates per source as one query
+    sequence, give the nn.TransformerDecoder result of the repeated encoder states."""
+    torch.manual_seed(0)
+    model = make_model(decoder_layers=2, activation_fn=activation, self_cond=True).eval()
+    src, _, _ = batch(model, lengths=(6, 3))  # the second source is padded
+    enc = model.encode(src)
+    z = torch.randn(6, 5, 8)
+    mask = torch.zeros(6, 5, dtype=torch.bool)
+    mask[1, 3:] = mask[4, 1:] = True  # candidates of different lengths
+    t, prev = torch.tensor([20]), torch.randn(6, 5, 8)
+    state = model.decoding_state(enc, per_source=3)
+    assert set(state) == {"padding_mask", "cross_attention"}
+    assert state["cross_attention"][0][0].shape == (2, 2, 6, 16)  # [B, H, S, d_h]: once per source
+    repeated = {k: v.repeat_interleave(3, dim=0) for k, v in enc.items()}
+    with torch.no_grad():
+        expected = model.denoise(z, t, repeated, mask, prev)
+        cached = model.denoise(z, t, state, mask, prev)
+    real = ~mask
+    torch.testing.assert_close(cached[real], expected[real], atol=1e-5, rtol=1e-5)

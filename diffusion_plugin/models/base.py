@@ -316,6 +316,11 @@ class DiffusionModel(BaseFairseqModel):
         )
         return q_sample(z0, signal, noise_var, torch.randn_like(z0))
 
+    def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Tensor]:
+        """``encoder_out`` as ``denoise`` reads it for ``per_source`` consecutive candidate rows per
+        source, built once per batch before the reverse process (here: each source repeated)."""
+        return {k: v.repeat_interleave(per_source, dim=0) for k, v in encoder_out.items()}
+
     def logits(self, z: Tensor) -> Tensor:
         """Rounding logits ẑ · Eᵀ."""
         return self.embed.logits(z)

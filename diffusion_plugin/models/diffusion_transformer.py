@@ -21,6 +21,7 @@ from .base import (
     fill_config,
     transformer_layer_args,
 )
+from .cached_decoder import cached_decoder_forward, cross_attention_cache
 from .modules import (
     LatentEmbedding,
     SinusoidalPositions,
@@ -118,6 +119,14 @@ class DiffusionTransformerModel(DiffusionModel):
 
     # --- denoiser ---------------------------------------------------------------------------
 
+    def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Any]:
+        """The source padding mask and every layer's cross-attention keys and values, computed
+        once per source and shared by its ``per_source`` candidates (``cached_decoder``)."""
+        return {
+            "padding_mask": encoder_out["padding_mask"],
+            "cross_attention": cross_attention_cache(self.decoder, encoder_out["out"]),
+        }
+
     def denoise(
         self,
         z_t: Tensor,
@@ -130,12 +139,21 @@ class DiffusionTransformerModel(DiffusionModel):
         if self.cfg.self_cond:
             z_t = torch.cat([z_t, torch.zeros_like(z_t) if z0_prev is None else z0_prev], dim=-1)
         h = self.decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(padding_mask))
-        h = self.decoder(
-            self.dropout(h),
-            encoder_out["out"],
-            tgt_key_padding_mask=attention_padding_mask(padding_mask),
-            memory_key_padding_mask=attention_padding_mask(encoder_out["padding_mask"]),
-        )
+        if "cross_attention" in encoder_out:  # generation: a decoding_state
+            h = cached_decoder_forward(
+                self.decoder,
+                h,
+                attention_padding_mask(padding_mask),
+                encoder_out["cross_attention"],
+                attention_padding_mask(encoder_out["padding_mask"]),
+            )
+        else:
+            h = self.decoder(
+                self.dropout(h),
+                encoder_out["out"],
+                tgt_key_padding_mask=attention_padding_mask(padding_mask),
+                memory_key_padding_mask=attention_padding_mask(encoder_out["padding_mask"]),
+            )
         return self.decoder_out(h)
 
     def forward(

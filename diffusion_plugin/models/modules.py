@@ -29,7 +29,7 @@ class TimestepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.dim))
+        return self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
 
 
 class LatentEmbedding(nn.Module):
