@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One arm of the Multi30k de->en ablations: the small CPU model (small_model.sh) trained for the
+# same number of updates with one technique changed, then the test set decoded and scored.
+#   bash examples/multi30k/ablation.sh ARM [fairseq-train args...]
+#   bash examples/multi30k/ablation.sh table          (markdown table of every finished arm)
+# ARM: base (F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps)
+#      f1 (--rescaling-factor 1)                         issue E
+#      adaptive | importance | adaptive-importance       issue C (2x2 with base)
+#      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M)   issue D
+# Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
+# test.raw.en; data-bin/multi30k_work), OUT (work/multi30k_ablation), MAX_UPDATE (1455 = 12
+# epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS ("5 20").
+# Re-running an arm resumes its training and decodes again. Pin it with taskset -c CPU.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DATA=${DATA:-$ROOT/data-bin/multi30k_de_en}
+TEXT=${TEXT:-$ROOT/data-bin/multi30k_work}
+OUT=${OUT:-$ROOT/work/multi30k_ablation}
+MAX_UPDATE=${MAX_UPDATE:-1455}
+ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-250}
+STEPS=${STEPS:-5 20}
+export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
+source "$ROOT/examples/multi30k/small_model.sh"
+ARM=${1:?usage: ablation.sh ARM|table [fairseq-train args...]}
+shift
+
+if [[ "$ARM" == table ]]; then
+  echo "| arm | updates | train s | K | tokenised BLEU | sacreBLEU |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  cat "$OUT"/*/result.md 2>/dev/null
+  exit 0
+fi
+
+adaptive=(--adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL"
+  --adaptive-update-interval "$ADAPTIVE_INTERVAL")
+train=("${SMALL_TRAIN[@]}")
+case "$ARM" in
+  base) arm=() ;;
+  f1) arm=(--rescaling-factor 1) ;;
+  adaptive) arm=("${adaptive[@]}") ;;
+  importance) arm=(--timestep-sampler loss-second-moment) ;;
+  adaptive-importance) arm=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
+  diffuseq) train=("${SMALL_COMMON[@]}") arm=(--arch diffuseq_tiny --layers 7) ;;
+  *) echo "error: unknown arm '$ARM' (base, f1, adaptive, importance, adaptive-importance, diffuseq, table)" >&2
+     exit 1 ;;
+esac
+
+dir=$OUT/$ARM
+mkdir -p "$dir"
+start=$(date +%s)
+fairseq-train "$DATA" "${train[@]}" "${arm[@]}" --save-dir "$dir/checkpoints" \
+  --max-update "$MAX_UPDATE" "$@" 2>&1 | tee -a "$dir/train.log" | { grep -E "valid on|done training" || true; }
+seconds=$(($(date +%s) - start))
+updates=$(python - "$dir/checkpoints/checkpoint_last.pt" <<'PY'
+import sys, torch
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+print(state["optimizer_history"][-1]["num_updates"])
+PY
+)
+: > "$dir/result.md"
+for k in $STEPS; do
+  small_generate "$DATA" "$dir/checkpoints/checkpoint_last.pt" "$dir/generate.k$k.txt" "$k" 1 1 \
+    | tee "$dir/bleu.k$k.txt"
+  tok=$(grep -oE "BLEU4 = [0-9.]+" "$dir/generate.k$k.txt" | cut -d' ' -f3)
+  sacre=$(grep -oE "^BLEU = [0-9.]+" "$dir/bleu.k$k.txt" | cut -d' ' -f3)
+  echo "| $ARM | $updates | $seconds | $k | $tok | $sacre |" >> "$dir/result.md"
+done
+cat "$dir/result.md"

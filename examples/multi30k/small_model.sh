@@ -1,0 +1,32 @@
+# The small Multi30k model that trains on a CPU (3+3 layers, width 256, latent 128, ~7.5M
+# parameters, F from DGS_max = 0.15), sourced by cpu_check.sh and ablation.sh so that every run
+# compared in the READMEs and closing notes uses the same settings.
+# Defines SMALL_TRAIN (fairseq-train arguments after the data-bin), SMALL_COMMON (the same without
+# the encoder-decoder architecture, for other architectures at the same width) and small_generate.
+# shellcheck shell=bash
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+SMALL_COMMON=(--user-dir "$ROOT/diffusion_plugin" --cpu --seed 1
+  --task diffusion_translation --source-lang de --target-lang en
+  --model-dim 256 --ffn-dim 1024 --attention-heads 4 --latent-dim 128 --dropout 0.1
+  --rescaling-factor auto --dgs-max 0.15
+  --criterion diffusion_loss --label-smoothing 0.1
+  --optimizer adam --adam-betas '(0.9,0.98)' --weight-decay 0.01 --clip-norm 1.0
+  --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 500 --max-tokens 4096
+  --keep-last-epochs 1 --log-interval 100)
+SMALL_TRAIN=("${SMALL_COMMON[@]}" --arch diffusion_transformer_tiny --encoder-layers 3
+  --decoder-layers 3 --share-all-embeddings)
+
+# small_generate DATA CHECKPOINT OUT K LENGTH_BEAM NOISE_BEAM [fairseq-generate args...]:
+# decode the test set into OUT and print its tokenised and sacrebleu BLEU (TEXT: the prepare
+# script's work dir, for test.raw.en).
+small_generate() {
+  local data=$1 ckpt=$2 out=$3 k=$4 b1=$5 b2=$6
+  shift 6
+  fairseq-generate "$data" --user-dir "$ROOT/diffusion_plugin" --cpu --seed 1 \
+    --task diffusion_translation --source-lang de --target-lang en \
+    --path "$ckpt" --gen-subset test --batch-size 100 --required-batch-size-multiple 1 \
+    --remove-bpe --decoding-steps "$k" --length-beam "$b1" --noise-beam "$b2" "$@" > "$out"
+  echo "== K=$k, length beam $b1 x noise beam $b2: $out"
+  grep -E "^Generate" "$out"
+  python "$ROOT/scripts/bleu.py" "$out" --ref "$TEXT/test.raw.en" --detok en
+}
