@@ -325,3 +325,28 @@ def test_recipe_batch_reaches_the_papers_tokens(ngpu: str, expected: str) -> Non
     assert result.stdout.split(" --", 1)[0] == "difformer_wmt_en_de"
     assert expected in result.stdout and ("--cpu" in result.stdout) == (ngpu == "0")
     assert ("--fp16" in result.stdout) == (ngpu != "0")
+
+
+def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_path: Path) -> None:
+    """examples/multi30k/ablation.sh: an arm trains to MAX_UPDATE with its flags (here the
+    adaptive schedule refits at W + U = 4 and importance sampling is on), is decoded, scored and
+    listed by ``table``; an unknown arm is refused."""
+    env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
+               MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2",
+               REF=str(data_bin.parent / "raw" / "test.tgt"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    script = str(REPO / "examples" / "multi30k" / "ablation.sh")
+    tiny = ["--encoder-layers", "1", "--decoder-layers", "1", "--model-dim", "32", "--ffn-dim",
+            "64", "--latent-dim", "16", "--max-tokens", "2000", "--num-workers", "0"]
+    result = subprocess.run(["bash", script, "adaptive-importance", *tiny], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    log = (tmp_path / "adaptive-importance" / "train.log").read_text()
+    assert "adaptive schedule at update 4" in log and "'timestep_sampler': loss-second-moment" in log
+    row = re.search(r"^\| adaptive-importance \| 4 \| \d+ \| 2 \| ([0-9.]+) \| ([0-9.]+) \|$",
+                    result.stdout, re.M)
+    assert row, result.stdout[-2000:]
+    table = subprocess.run(["bash", script, "table"], env=env, capture_output=True, text=True)
+    assert table.stdout.splitlines()[2] == row.group(0)
+    bad = subprocess.run(["bash", script, "bogus"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr

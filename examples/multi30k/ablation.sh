@@ -9,7 +9,8 @@
 #      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M)   issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
 # test.raw.en; data-bin/multi30k_work), OUT (work/multi30k_ablation), MAX_UPDATE (1455 = 12
-# epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS ("5 20").
+# epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS ("5 20"), and
+# small_model.sh's SRC, TGT (de, en) and REF (the test reference, TEXT/test.raw.TGT).
 # Re-running an arm resumes its training and decodes again. Pin it with taskset -c CPU.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

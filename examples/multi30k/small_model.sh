@@ -5,8 +5,9 @@
 # the encoder-decoder architecture, for other architectures at the same width) and small_generate.
 # shellcheck shell=bash
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+SRC=${SRC:-de} TGT=${TGT:-en}
 SMALL_COMMON=(--user-dir "$ROOT/diffusion_plugin" --cpu --seed 1
-  --task diffusion_translation --source-lang de --target-lang en
+  --task diffusion_translation --source-lang "$SRC" --target-lang "$TGT"
   --model-dim 256 --ffn-dim 1024 --attention-heads 4 --latent-dim 128 --dropout 0.1
   --rescaling-factor auto --dgs-max 0.15
   --criterion diffusion_loss --label-smoothing 0.1
@@ -17,16 +18,16 @@ SMALL_TRAIN=("${SMALL_COMMON[@]}" --arch diffusion_transformer_tiny --encoder-la
   --decoder-layers 3 --share-all-embeddings)
 
 # small_generate DATA CHECKPOINT OUT K LENGTH_BEAM NOISE_BEAM [fairseq-generate args...]:
-# decode the test set into OUT and print its tokenised and sacrebleu BLEU (TEXT: the prepare
-# script's work dir, for test.raw.en).
+# decode the test set into OUT and print its tokenised and sacrebleu BLEU against REF (default
+# TEXT/test.raw.TGT; TEXT: the prepare script's work dir).
 small_generate() {
   local data=$1 ckpt=$2 out=$3 k=$4 b1=$5 b2=$6
   shift 6
   fairseq-generate "$data" --user-dir "$ROOT/diffusion_plugin" --cpu --seed 1 \
-    --task diffusion_translation --source-lang de --target-lang en \
+    --task diffusion_translation --source-lang "$SRC" --target-lang "$TGT" \
     --path "$ckpt" --gen-subset test --batch-size 100 --required-batch-size-multiple 1 \
     --remove-bpe --decoding-steps "$k" --length-beam "$b1" --noise-beam "$b2" "$@" > "$out"
   echo "== K=$k, length beam $b1 x noise beam $b2: $out"
   grep -E "^Generate" "$out"
-  python "$ROOT/scripts/bleu.py" "$out" --ref "$TEXT/test.raw.en" --detok en
+  python "$ROOT/scripts/bleu.py" "$out" --ref "${REF:-$TEXT/test.raw.$TGT}" --detok "$TGT"
 }
