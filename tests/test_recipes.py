@@ -332,7 +332,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     adaptive schedule refits at W + U = 4 and importance sampling is on), is decoded, scored and
     listed by ``table``; an unknown arm is refused."""
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
-               MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2",
+               MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2 3:1",
                REF=str(data_bin.parent / "raw" / "test.tgt"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     script = str(REPO / "examples" / "multi30k" / "ablation.sh")
@@ -343,10 +343,10 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     log = (tmp_path / "adaptive-importance" / "train.log").read_text()
     assert "adaptive schedule at update 4" in log and "'timestep_sampler': loss-second-moment" in log
-    row = re.search(r"^\| adaptive-importance \| 4 \| \d+ \| 2 \| ([0-9.]+) \| ([0-9.]+) \|$",
-                    result.stdout, re.M)
-    assert row, result.stdout[-2000:]
+    rows = re.findall(r"^\| adaptive-importance \| 4 \| \d+ \| (\d) \| (\d) \| [0-9.]+ \| [0-9.]+ \|$",
+                      result.stdout, re.M)
+    assert rows == [("2", "0"), ("3", "1")], result.stdout[-2000:]
     table = subprocess.run(["bash", script, "table"], env=env, capture_output=True, text=True)
-    assert table.stdout.splitlines()[2] == row.group(0)
+    assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr

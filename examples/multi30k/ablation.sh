@@ -9,7 +9,8 @@
 #      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M)   issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
 # test.raw.en; data-bin/multi30k_work), OUT (work/multi30k_ablation), MAX_UPDATE (1455 = 12
-# epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS ("5 20"), and
+# epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS (decodings K or
+# K:E with E early-stopping steps; default "5 20 20:5", the last Difformer's setting), and
 # small_model.sh's SRC, TGT (de, en) and REF (the test reference, TEXT/test.raw.TGT).
 # Re-running an arm resumes its training and decodes again. Pin it with taskset -c CPU.
 set -euo pipefail
@@ -19,15 +20,15 @@ TEXT=${TEXT:-$ROOT/data-bin/multi30k_work}
 OUT=${OUT:-$ROOT/work/multi30k_ablation}
 MAX_UPDATE=${MAX_UPDATE:-1455}
 ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-250}
-STEPS=${STEPS:-5 20}
+STEPS=${STEPS:-5 20 20:5}
 export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 source "$ROOT/examples/multi30k/small_model.sh"
 ARM=${1:?usage: ablation.sh ARM|table [fairseq-train args...]}
 shift
 
 if [[ "$ARM" == table ]]; then
-  echo "| arm | updates | train s | K | tokenised BLEU | sacreBLEU |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| arm | updates | train s | K | E | tokenised BLEU | sacreBLEU |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
   cat "$OUT"/*/result.md 2>/dev/null
   exit 0
 fi
@@ -59,11 +60,14 @@ print(state["optimizer_history"][-1]["num_updates"])
 PY
 )
 : > "$dir/result.md"
-for k in $STEPS; do
-  small_generate "$DATA" "$dir/checkpoints/checkpoint_last.pt" "$dir/generate.k$k.txt" "$k" 1 1 \
-    | tee "$dir/bleu.k$k.txt"
-  tok=$(grep -oE "BLEU4 = [0-9.]+" "$dir/generate.k$k.txt" | cut -d' ' -f3)
-  sacre=$(grep -oE "^BLEU = [0-9.]+" "$dir/bleu.k$k.txt" | cut -d' ' -f3)
-  echo "| $ARM | $updates | $seconds | $k | $tok | $sacre |" >> "$dir/result.md"
+for decoding in $STEPS; do
+  k=${decoding%%:*} e=0
+  [[ "$decoding" == *:* ]] && e=${decoding#*:}
+  name=k$k.e$e
+  small_generate "$DATA" "$dir/checkpoints/checkpoint_last.pt" "$dir/generate.$name.txt" "$k" 1 1 \
+    --early-stopping-steps "$e" | tee "$dir/bleu.$name.txt"
+  tok=$(grep -oE "BLEU4 = [0-9.]+" "$dir/generate.$name.txt" | cut -d' ' -f3)
+  sacre=$(grep -oE "^BLEU = [0-9.]+" "$dir/bleu.$name.txt" | cut -d' ' -f3)
+  echo "| $ARM | $updates | $seconds | $k | $e | $tok | $sacre |" >> "$dir/result.md"
 done
 cat "$dir/result.md"
