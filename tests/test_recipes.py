@@ -346,6 +346,10 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     rows = re.findall(r"^\| adaptive-importance \| 4 \| \d+ \| (\d) \| (\d) \| [0-9.]+ \| [0-9.]+ \|$",
                       result.stdout, re.M)
     assert rows == [("2", "0"), ("3", "1")], result.stdout[-2000:]
+    again = subprocess.run(["bash", script, "adaptive-importance", *tiny], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and (tmp_path / "adaptive-importance" / "train.log").read_text() == log
+    assert re.findall(r"^\| adaptive-importance \| 4 \|", again.stdout, re.M)  # decoded, not trained
     table = subprocess.run(["bash", script, "table"], env=env, capture_output=True, text=True)
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "bogus"], env=env, capture_output=True, text=True)

@@ -48,23 +48,28 @@ case "$ARM" in
 esac
 
 dir=$OUT/$ARM
+ckpt=$dir/checkpoints/checkpoint_last.pt
 mkdir -p "$dir"
-start=$(date +%s)
-fairseq-train "$DATA" "${train[@]}" "${arm[@]}" --save-dir "$dir/checkpoints" \
-  --max-update "$MAX_UPDATE" "$@" 2>&1 | tee -a "$dir/train.log" | { grep -E "valid on|done training" || true; }
-seconds=$(($(date +%s) - start))
-updates=$(python - "$dir/checkpoints/checkpoint_last.pt" <<'PY'
-import sys, torch
-state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
-print(state["optimizer_history"][-1]["num_updates"])
-PY
-)
+updates_of() {  # the update count stored in a checkpoint (0 if there is none)
+  [[ -f "$1" ]] || { echo 0; return; }
+  python -c 'import sys, torch; print(torch.load(sys.argv[1], map_location="cpu",
+    weights_only=False)["optimizer_history"][-1]["num_updates"])' "$1"
+}
+# fairseq-train resumed at --max-update still makes one update: a finished arm is not resumed
+if [[ $(updates_of "$ckpt") -lt $MAX_UPDATE ]]; then
+  start=$(date +%s)
+  fairseq-train "$DATA" "${train[@]}" "${arm[@]}" --save-dir "$dir/checkpoints" \
+    --max-update "$MAX_UPDATE" "$@" 2>&1 | tee -a "$dir/train.log" | { grep -E "valid on|done training" || true; }
+  echo $(($(cat "$dir/train_seconds" 2>/dev/null || echo 0) + $(date +%s) - start)) > "$dir/train_seconds"
+fi
+seconds=$(cat "$dir/train_seconds" 2>/dev/null || echo "?")  # wall seconds over all runs of the arm
+updates=$(updates_of "$ckpt")
 : > "$dir/result.md"
 for decoding in $STEPS; do
   k=${decoding%%:*} e=0
   [[ "$decoding" == *:* ]] && e=${decoding#*:}
   name=k$k.e$e
-  small_generate "$DATA" "$dir/checkpoints/checkpoint_last.pt" "$dir/generate.$name.txt" "$k" 1 1 \
+  small_generate "$DATA" "$ckpt" "$dir/generate.$name.txt" "$k" 1 1 \
     --early-stopping-steps "$e" | tee "$dir/bleu.$name.txt"
   tok=$(grep -oE "BLEU4 = [0-9.]+" "$dir/generate.$name.txt" | cut -d' ' -f3)
   sacre=$(grep -oE "^BLEU = [0-9.]+" "$dir/bleu.$name.txt" | cut -d' ' -f3)
