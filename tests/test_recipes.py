@@ -354,3 +354,12 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
+    # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100
+    env["STEPS"] = "2"
+    diffuseq = subprocess.run(["bash", script, "diffuseq", "--layers", "1", *tiny[4:]], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert diffuseq.returncode == 0, diffuseq.stdout[-2000:] + diffuseq.stderr[-2000:]
+    log = (tmp_path / "diffuseq" / "train.log").read_text()
+    assert "'model': {'_name': 'diffuseq_tiny'" in log
+    assert "'layers': 1, 'max_positions': 100, 'max_target_positions': 48}" in log
+    assert re.search(r"^\| diffuseq \| 4 \| \d+ \| 2 \| 0 \|", diffuseq.stdout, re.M)

@@ -6,7 +6,8 @@
 # ARM: base (F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps)
 #      f1 (--rescaling-factor 1)                         issue E
 #      adaptive | importance | adaptive-importance       issue C (2x2 with base)
-#      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M)   issue D
+#      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M; every target
+#        padded to 48 positions, Multi30k's longest being 47, within 100 source + target) issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
 # test.raw.en; data-bin/multi30k_work), OUT (work/multi30k_ablation), MAX_UPDATE (1455 = 12
 # epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS (decodings K or
@@ -42,7 +43,8 @@ case "$ARM" in
   adaptive) arm=("${adaptive[@]}") ;;
   importance) arm=(--timestep-sampler loss-second-moment) ;;
   adaptive-importance) arm=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
-  diffuseq) train=("${SMALL_COMMON[@]}") arm=(--arch diffuseq_tiny --layers 7) ;;
+  diffuseq) train=("${SMALL_COMMON[@]}")
+    arm=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
   *) echo "error: unknown arm '$ARM' (base, f1, adaptive, importance, adaptive-importance, diffuseq, table)" >&2
      exit 1 ;;
 esac
