@@ -169,8 +169,9 @@ def decoder(system: System, generator: Any, batches: Sequence[Dict[str, Any]]) -
 def bare_passes(
     model: Any, generator: Any, batches: Sequence[Dict[str, Any]], steps: int
 ) -> Callable[[], None]:
-    """One encoder pass (and its decoding state) + ``steps`` denoiser passes per batch, on the shapes the generator decodes
-    (b1·b2 rows per source, the batch's longest candidate), inputs prepared beforehand."""
+    """One encoder pass (and its decoding state) + ``steps`` denoiser passes per batch, on the
+    shapes the generator decodes (b1·b2 rows per source, the batch's longest candidate), inputs
+    prepared beforehand."""
     dtype = next(model.parameters()).dtype
     prepared = []
     with torch.no_grad():

@@ -54,8 +54,9 @@ ckpt=$dir/checkpoints/checkpoint_last.pt
 mkdir -p "$dir"
 updates_of() {  # the update count stored in a checkpoint (0 if there is none)
   [[ -f "$1" ]] || { echo 0; return; }
-  python -c 'import sys, torch; print(torch.load(sys.argv[1], map_location="cpu",
-    weights_only=False)["optimizer_history"][-1]["num_updates"])' "$1"
+  python -c 'import sys; sys.path.insert(0, sys.argv[2]); import diffusion_plugin.checkpoints
+from fairseq.checkpoint_utils import load_checkpoint_to_cpu  # the safe (weights_only) loader
+print(load_checkpoint_to_cpu(sys.argv[1])["optimizer_history"][-1]["num_updates"])' "$1" "$ROOT"
 }
 # fairseq-train resumed at --max-update still makes one update: a finished arm is not resumed
 if [[ $(updates_of "$ckpt") -lt $MAX_UPDATE ]]; then
