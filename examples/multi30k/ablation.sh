@@ -9,15 +9,15 @@
 #      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M; every target
 #        padded to 48 positions, Multi30k's longest being 47, within 100 source + target) issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
-# test.raw.en; data-bin/multi30k_work), OUT (work/multi30k_ablation), MAX_UPDATE (1455 = 12
-# epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS (decodings K or
+# test.raw.en; default DATA_work, as prepare_multi30k.sh writes it), OUT
+# (work/multi30k_ablation), MAX_UPDATE (1455 = 12 epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS (decodings K or
 # K:E with E early-stopping steps; default "5 20 20:5", the last Difformer's setting), and
 # small_model.sh's SRC, TGT (de, en) and REF (the test reference, TEXT/test.raw.TGT).
 # Re-running an arm resumes its training and decodes again. Pin it with taskset -c CPU.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DATA=${DATA:-$ROOT/data-bin/multi30k_de_en}
-TEXT=${TEXT:-$ROOT/data-bin/multi30k_work}
+TEXT=${TEXT:-${DATA}_work}
 OUT=${OUT:-$ROOT/work/multi30k_ablation}
 MAX_UPDATE=${MAX_UPDATE:-1455}
 ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-250}
