@@ -1,5 +1,6 @@
 """bench/run.py: the log parsing, the targets, and a --quick run end to end on the tiny data-bin."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -78,3 +79,22 @@ def test_quick_run_end_to_end_and_resume(data_bin, tmp_path):
 
     rerun = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     assert rerun.stdout.count("done before") == 3 * 2 + 1  # train and bleu per system, speed
+
+
+def test_step_time_reports_both_models_at_each_batch(data_bin, tmp_path):
+    out = tmp_path / "steps.md"
+    command = [sys.executable, str(BENCH / "step_time.py"), "--data", str(data_bin), "--init-untrained",
+               "--sentences", "4", "--batch-sizes", "1", "4", "--repeats", "1", "--steps", "1", "2",
+               "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for name in ("encoder-decoder", "diffuseq"):
+        assert re.search(rf"^- {name}: \d+\.\d\dM parameters \(untrained\)$", text, re.M)
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [int(r[0]) for r in rows] == [1, 4]
+    for r in rows:  # untrained DiffuSeq decodes its whole 48-position budget (+ EOS)
+        assert r[4].strip().endswith("/ 49.0")
+    bad = subprocess.run([sys.executable, str(BENCH / "step_time.py"), "--data", str(data_bin)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--init-untrained" in bad.stderr
