@@ -172,3 +172,49 @@ def test_cached_cross_attention_decoding_equals_the_module_forward(activation):
         cached = model.denoise(z, t, state, mask, prev)
     real = ~mask
     torch.testing.assert_close(cached[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_caches_follow_parameter_changes():
+    """Eval + no_grad reads e(t) and the normalised E from caches; they equal the direct
+    computation and follow every way the parameters change (load_state_dict, an optimiser's
+    in-place p.data update followed by train(), a dtype change)."""
+    model = make_model(embed_norm=True).eval()
+    time_embed, embed = model.time_embed, model.embed
+    t = torch.tensor([0, 7, 50])
+    tokens = torch.tensor([[4, 5, model.pad]])
+
+    def check():
+        with torch.no_grad():
+            expected_e = time_embed.embed(t)
+            expected_rows = torch.nn.functional.layer_norm(embed.weight, (8,))
+            assert torch.allclose(time_embed(t), expected_e, atol=1e-6)
+            assert torch.allclose(embed.table(), expected_rows)
+            assert torch.allclose(embed(tokens), expected_rows[tokens])
+            assert embed.table() is embed.table()  # cached, not recomputed
+
+    check()
+    state = {k: v + 0.5 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)  # param.copy_: bumps _version
+    check()
+    model.train()
+    for p in model.parameters():  # what fairseq's Adam does (no _version bump)
+        p.data.mul_(2.0)
+    model.eval()
+    check()
+    model.double()
+    check()
+    assert embed.table().dtype == torch.float64
+
+
+def test_embedding_normalises_only_the_looked_up_rows_with_the_same_gradient():
+    model = make_model(embed_norm=True).train()
+    tokens = torch.tensor([[4, 5, 6, model.pad]])
+    weights = torch.randn(1, 4, 8)
+    (model.embed(tokens) * weights).sum().backward()
+    grad = model.embed.weight.grad.clone()
+    model.embed.weight.grad = None
+    reference = torch.nn.functional.layer_norm(model.embed.weight, (8,))
+    (torch.nn.functional.embedding(tokens, reference, model.pad) * weights).sum().backward()
+    assert torch.allclose(grad, model.embed.weight.grad, atol=1e-6)
+    assert grad[7:].abs().sum() == 0 and grad[model.pad].abs().sum() == 0
+    assert grad[4].abs().sum() > 1e-3

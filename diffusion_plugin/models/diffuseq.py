@@ -67,7 +67,7 @@ class DiffuSeqModel(DiffusionModel):
         self.proj_in = nn.Linear(d, width)
         self.proj_out = nn.Linear(width, d)
         self.positions = SinusoidalPositions(width)
-        self.time_embed = TimestepEmbedding(width)
+        self.time_embed = TimestepEmbedding(width, cfg.diffusion_steps)
         self.dropout = nn.Dropout(cfg.dropout)
         self.transformer = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(**transformer_layer_args(cfg)),

@@ -65,7 +65,7 @@ class DiffusionTransformerModel(DiffusionModel):
         self.decoder_in = nn.Linear(2 * d if cfg.self_cond else d, width)
         self.decoder_out = nn.Linear(width, d)
         self.positions = SinusoidalPositions(width)
-        self.time_embed = TimestepEmbedding(width)
+        self.time_embed = TimestepEmbedding(width, cfg.diffusion_steps)
         self.dropout = nn.Dropout(cfg.dropout)
         layer_args = transformer_layer_args(cfg)
         self.encoder = nn.TransformerEncoder(

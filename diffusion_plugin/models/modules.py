@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Hashable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,19 +20,55 @@ def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) 
     return F.pad(emb, (0, dim % 2))
 
 
-class TimestepEmbedding(nn.Module):
-    """e(t) = W2 · SiLU(W1 · sinusoid(t)), added to every decoder position."""
+class InferenceCached(nn.Module):
+    """A module that keeps one tensor computed from its parameters while decoding: in eval mode
+    without gradients, as long as the parameters keep their storage, version, dtype and device.
+    Training recomputes it at every call, and ``train()`` drops it (optimisers update ``p.data``
+    in place without bumping ``p._version``)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.dim = dim
+        self._cache: Tuple[Optional[Tuple[Hashable, ...]], Optional[Tensor]] = (None, None)
+
+    def train(self, mode: bool = True) -> "InferenceCached":
+        self._cache = (None, None)
+        return super().train(mode)
+
+    @property
+    def decoding(self) -> bool:
+        return not (self.training or torch.is_grad_enabled())
+
+    def cached(self, compute: Callable[[], Tensor]) -> Tensor:
+        if not self.decoding:
+            return compute()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        if self._cache[0] != key:
+            self._cache = (key, compute())
+        return self._cache[1]
+
+
+class TimestepEmbedding(InferenceCached):
+    """e(t) = W2 · SiLU(W1 · sinusoid(t)), added to every decoder position.
+
+    Decoding reads e(t) of integer t from a table of e(0..T) computed in one batched pass (at
+    batch 1 a reverse step would otherwise stream the MLP's weights for a single row)."""
+
+    def __init__(self, dim: int, num_timesteps: int) -> None:
+        super().__init__()
+        self.dim, self.num_timesteps = dim, num_timesteps
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
 
-    def forward(self, t: Tensor) -> Tensor:
+    def embed(self, t: Tensor) -> Tensor:
         return self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
 
+    def forward(self, t: Tensor) -> Tensor:
+        if not self.decoding or t.is_floating_point():
+            return self.embed(t)
+        every = torch.arange(self.num_timesteps + 1, device=t.device)
+        return self.cached(lambda: self.embed(every))[t]
 
-class LatentEmbedding(nn.Module):
+
+class LatentEmbedding(InferenceCached):
     """Token embeddings E ∈ R^{V×d} in the latent width d, initialised N(0, 1) (σ_e = 1).
 
     With ``normalize`` (Difformer's embed norm) each vector passes a parameter-free layer norm,
@@ -52,13 +88,18 @@ class LatentEmbedding(nn.Module):
             with torch.no_grad():
                 self.weight[padding_idx].zero_()
 
+    def normalized(self, vectors: Tensor) -> Tensor:
+        return F.layer_norm(vectors, vectors.shape[-1:]) if self.normalize else vectors
+
     def table(self) -> Tensor:
+        """E, row-normalised with ``normalize`` (cached for decoding)."""
         if not self.normalize:
             return self.weight
-        return F.layer_norm(self.weight, self.weight.shape[-1:])
+        return self.cached(lambda: self.normalized(self.weight))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return F.embedding(tokens, self.table(), self.padding_idx)
+        """The rows of E for ``tokens`` (normalised row by row: only the looked-up rows)."""
+        return self.normalized(F.embedding(tokens, self.weight, self.padding_idx))
 
     def logits(self, z: Tensor) -> Tensor:
         return z @ self.table().t().to(z.dtype)
