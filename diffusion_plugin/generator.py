@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("ddpm", "ddim")
 SELECTIONS = ("score", "bleu-mbr", "reranker")
+ROUNDING_CHUNK = {"cpu": 1 << 20, "cuda": 1 << 28}  # logits per rounding chunk, by device type
 
 
 @dataclass
@@ -179,9 +180,23 @@ class DiffusionGenerator:
             lengths = self.model.predict_lengths(encoder_out, self.cfg["length_beam"])
         return lengths.repeat_interleave(self.cfg["noise_beam"], dim=1).reshape(-1)
 
-    def round(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
+    def round(self, z0_hat: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
         """Tokens argmax(ẑ_0·Eᵀ) over real symbols (and padding, for models whose outputs end at
-        it) and their log-probabilities (max logit − logsumexp, without the full log-softmax)."""
+        it) and their log-probabilities (max logit − logsumexp, without the full log-softmax) at
+        the positions outside ``padding_mask`` (padding there, score 0), computed over row chunks
+        of at most ROUNDING_CHUNK logits (cache-sized on a CPU, where the max and logsumexp
+        passes over one [N·L, V] tensor cost as much as the product)."""
+        keep = ~padding_mask
+        rows = z0_hat[keep]
+        budget = ROUNDING_CHUNK.get(rows.device.type, ROUNDING_CHUNK["cuda"])
+        chunk = max(1, budget // self.model.embed.weight.size(0))
+        kept_tokens, kept_scores = zip(*(self.round_rows(part) for part in rows.split(chunk)))
+        tokens = padding_mask.new_full(padding_mask.shape, self.pad, dtype=torch.long)
+        scores = z0_hat.new_zeros(padding_mask.shape, dtype=torch.float)
+        tokens[keep], scores[keep] = torch.cat(kept_tokens), torch.cat(kept_scores)
+        return tokens, scores
+
+    def round_rows(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
         logits = self.model.logits(z0_hat).float()
         blocked = [self.eos, self.bos] if self.model.length_from_padding else [self.pad, self.eos, self.bos]
         logits[..., blocked] = float("-inf")
@@ -249,7 +264,7 @@ class DiffusionGenerator:
             z0_hat = model.denoise(z, t, encoder_out, padding_mask, z0_hat)
             if cfg["clamping"] or self.retain_history or k + 1 == steps:
                 # the hypothesis is the rounding of the model's last ẑ_0, not of its clamped copy
-                tokens, scores = self.round(z0_hat)
+                tokens, scores = self.round(z0_hat, padding_mask)
                 if self.retain_history:
                     history.append(tokens)
                 if cfg["clamping"]:

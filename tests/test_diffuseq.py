@@ -133,7 +133,7 @@ def test_outputs_stop_at_the_first_padding_token_and_uncut_ones_are_reported(cap
     src, _, _ = batch(model)
     gen = generator(model)
     fixed = torch.tensor([[7, 8, model.pad, 9, model.pad, 10], [11, 12, 13, 14, 15, 16]])
-    gen.round = lambda z0_hat: (fixed, torch.zeros(fixed.shape))
+    gen.round = lambda z0_hat, padding_mask: (fixed, torch.zeros(fixed.shape))
     with caplog.at_level(logging.WARNING):
         hyps = gen.generate([model], {"net_input": {"src_tokens": src}})
     assert hyps[0][0]["tokens"].tolist() == [7, 8, model.eos]
@@ -150,7 +150,7 @@ def test_padding_is_a_generated_symbol():
     logits = torch.full((1, 1, 24), -5.0)
     logits[..., model.pad] = 5.0
     gen.model.logits = lambda z: logits.clone()
-    assert gen.round(torch.zeros(1, 1, 8))[0].item() == model.pad
+    assert gen.round(torch.zeros(1, 1, 8), torch.zeros(1, 1, dtype=torch.bool))[0].item() == model.pad
 
 
 def test_source_longer_than_the_budget_is_refused():

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from diffusion_plugin.diffusion.schedules import alphas_cumprod
+from diffusion_plugin import generator as generator_module
 from diffusion_plugin.generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator, check_decoding
 from diffusion_plugin.models.diffusion_transformer import LENGTH_OFFSETS, DiffusionTransformerModel
 from test_model import make_dict, make_model
@@ -57,7 +58,8 @@ def record_denoise(monkeypatch, model: DiffusionTransformerModel) -> List[Dict[s
 
     def recorded(z_t, t, encoder_out, padding_mask, z0_prev=None):
         out = denoise(z_t, t, encoder_out, padding_mask, z0_prev)
-        calls.append({"z_t": z_t.clone(), "t": t.clone(), "z0_prev": z0_prev, "out": out.clone()})
+        calls.append({"z_t": z_t.clone(), "t": t.clone(), "z0_prev": z0_prev, "out": out.clone(),
+                      "padding_mask": padding_mask})
         return out
 
     monkeypatch.setattr(model, "denoise", recorded)
@@ -81,7 +83,7 @@ def fix_rounding(
     """Rounding returns ``candidates`` (one row per candidate) with per-token log-prob ``scores``."""
     tokens = torch.tensor(candidates)
     lprobs = torch.tensor(scores).unsqueeze(1).expand(tokens.shape).clone()
-    monkeypatch.setattr(gen, "round", lambda z0_hat: (tokens, lprobs))
+    monkeypatch.setattr(gen, "round", lambda z0_hat, padding_mask: (tokens, lprobs))
 
 
 def favour_offsets(model: DiffusionTransformerModel, offsets: List[int]) -> None:
@@ -302,19 +304,22 @@ def test_clamping_feeds_back_embedding_rows(monkeypatch, model):
     calls = record_denoise(monkeypatch, model)
     table = model.embed.table()
 
-    def fed_back(clamping: bool) -> List[Tuple[Tensor, Tensor]]:
-        """(self-conditioning input of step k + 1, model output of step k) for every step."""
+    def fed_back(clamping: bool) -> List[Tuple[Tensor, Tensor, Tensor]]:
+        """(self-conditioning input of step k + 1, model output of step k, padding mask)."""
         calls.clear()
-        generator(model, decoding_steps=4, noise_beam=2, clamping=clamping).generate([model], SAMPLE)
+        generator(model, decoding_steps=4, length_beam=2, clamping=clamping).generate([model], SAMPLE)
         assert calls[0]["z0_prev"] is None
-        return [(calls[k + 1]["z0_prev"], calls[k]["out"]) for k in range(len(calls) - 1)]
+        return [(calls[k + 1]["z0_prev"], calls[k]["out"], calls[k]["padding_mask"])
+                for k in range(len(calls) - 1)]
 
-    for z0_prev, out in fed_back(clamping=True):
+    for z0_prev, out, padding_mask in fed_back(clamping=True):
+        assert padding_mask.any()  # candidates of different lengths: padding is rounded to PAD
         logits = model.logits(out)
         logits[..., SPECIAL] = float("-inf")
-        assert torch.equal(z0_prev, model.embed(logits.argmax(dim=-1)))
+        tokens = logits.argmax(dim=-1).masked_fill(padding_mask, PAD)
+        assert torch.equal(z0_prev, model.embed(tokens))
         assert is_embedding_row(z0_prev, table)
-    for z0_prev, out in fed_back(clamping=False):
+    for z0_prev, out, _ in fed_back(clamping=False):
         assert torch.equal(z0_prev, out) and not is_embedding_row(z0_prev, table)
 
 
@@ -361,3 +366,20 @@ def test_bad_decoding_flags(model, flags, message):
         check_decoding(decoding(**flags), T)
     with pytest.raises(ValueError, match=message):
         generator(model, **flags)
+
+
+def test_rounding_in_chunks_equals_the_whole_product(monkeypatch, model):
+    """Rows rounded in chunks of ROUNDING_CHUNK logits: same tokens and log-probabilities as
+    argmax / log-softmax of the whole [N, L, V] product (special symbols excluded) outside the
+    padding, where the token is padding and the score 0."""
+    z0_hat = torch.randn(3, 5, LATENT) * 3
+    padding_mask = torch.arange(5) >= torch.tensor([[5], [2], [4]])
+    logits = model.logits(z0_hat)
+    logits[..., SPECIAL] = float("-inf")
+    expected = logits.log_softmax(dim=-1).max(dim=-1)
+    monkeypatch.setitem(generator_module.ROUNDING_CHUNK, "cpu", 2 * VOCAB + 1)  # 2 rows a chunk
+    tokens, scores = generator(model).round(z0_hat, padding_mask)
+    assert tokens.shape == (3, 5)
+    assert torch.equal(tokens[~padding_mask], expected.indices[~padding_mask])
+    assert torch.allclose(scores[~padding_mask], expected.values[~padding_mask], atol=1e-5)
+    assert (tokens[padding_mask] == PAD).all() and (scores[padding_mask] == 0).all()
