@@ -4,8 +4,9 @@ Sentences/s at each batch size for K ∈ {1, 5, 10, 20} reverse steps and b ∈ 
 candidates per source, fairseq's transformer with beam 5 (SequenceGenerator) and CMLM with 10
 iterations and length beam 5 (IterativeRefinementGenerator), all decoding the same sentences
 through ``task.inference_step``; plus, per diffusion setting, the decode wall time over the time
-of the bare network passes on the same batches (one ``model.encode`` + K ``model.denoise``), i.e.
-the generator's loop overhead.  A benchmark, not a test: see bench/README.md.
+of the bare network passes on the same batches (one ``model.encode`` + K ``model.denoise`` + one
+output projection ``model.logits``), i.e. the generator's loop overhead.  A benchmark, not a
+test: see bench/README.md.
 
     python bench/decode_speed.py --data DATA_BIN --diffusion diff.pt --ar ar.pt --cmlm cmlm.pt \
         --device cuda --out results.md
@@ -169,9 +170,10 @@ def decoder(system: System, generator: Any, batches: Sequence[Dict[str, Any]]) -
 def bare_passes(
     model: Any, generator: Any, batches: Sequence[Dict[str, Any]], steps: int
 ) -> Callable[[], None]:
-    """One encoder pass (and its decoding state) + ``steps`` denoiser passes per batch, on the
-    shapes the generator decodes (b1·b2 rows per source, the batch's longest candidate), inputs
-    prepared beforehand."""
+    """One encoder pass (and its decoding state) + ``steps`` denoiser passes + one output
+    projection ẑ_0·Eᵀ (the rounding layer, which a fairseq decoder pass includes as its output
+    layer; the generator applies it once) per batch, on the shapes the generator decodes (b1·b2
+    rows per source, the batch's longest candidate), inputs prepared beforehand."""
     dtype = next(model.parameters()).dtype
     prepared = []
     with torch.no_grad():
@@ -192,6 +194,7 @@ def bare_passes(
             z0_hat = None
             for _ in range(steps):
                 z0_hat = model.denoise(z, t, encoder_out, mask, z0_hat)
+            model.logits(z0_hat)
 
     return run
 
