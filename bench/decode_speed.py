@@ -171,9 +171,10 @@ def bare_passes(
     model: Any, generator: Any, batches: Sequence[Dict[str, Any]], steps: int
 ) -> Callable[[], None]:
     """One encoder pass (and its decoding state) + ``steps`` denoiser passes + one output
-    projection ẑ_0·Eᵀ (the rounding layer, which a fairseq decoder pass includes as its output
-    layer; the generator applies it once) per batch, on the shapes the generator decodes (b1·b2
-    rows per source, the batch's longest candidate), inputs prepared beforehand."""
+    projection ẑ_0·Eᵀ at the candidates' positions (the rounding layer, which a fairseq decoder
+    pass includes as its output layer; the generator applies it once) per batch, on the shapes
+    the generator decodes (b1·b2 rows per source, the batch's longest candidate), inputs
+    prepared beforehand."""
     dtype = next(model.parameters()).dtype
     prepared = []
     with torch.no_grad():
@@ -194,7 +195,7 @@ def bare_passes(
             z0_hat = None
             for _ in range(steps):
                 z0_hat = model.denoise(z, t, encoder_out, mask, z0_hat)
-            model.logits(z0_hat)
+            model.logits(z0_hat[~mask])  # the generator rounds the positions within each length
 
     return run
 
