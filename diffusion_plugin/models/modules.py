@@ -64,8 +64,8 @@ class TimestepEmbedding(InferenceCached):
     def forward(self, t: Tensor) -> Tensor:
         if not self.decoding or t.is_floating_point():
             return self.embed(t)
-        every = torch.arange(self.num_timesteps + 1, device=t.device)
-        return self.cached(lambda: self.embed(every))[t]
+        table = self.cached(lambda: self.embed(torch.arange(self.num_timesteps + 1, device=t.device)))
+        return table[t]
 
 
 class LatentEmbedding(InferenceCached):
