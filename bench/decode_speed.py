@@ -88,15 +88,18 @@ class System:
     untrained: bool
 
 
-def load_system(name: str, checkpoint: Optional[str], args: argparse.Namespace) -> Optional[System]:
-    """A checkpoint through load_model_ensemble_and_task, or an untrained model of ``--size``."""
+def load_system(
+    name: str, checkpoint: Optional[str], args: argparse.Namespace, flags: Optional[List[str]] = None
+) -> Optional[System]:
+    """A checkpoint through load_model_ensemble_and_task, or an untrained model built from the
+    fairseq-train ``flags`` (default: ``untrained_flags`` at ``--size``)."""
     if checkpoint:
         models, _, task = checkpoint_utils.load_model_ensemble_and_task(
             [checkpoint], arg_overrides={"data": args.data}
         )
         model, untrained = models[0], False
     elif args.init_untrained:
-        flags = [args.data, *untrained_flags(name, SIZES[args.size])]
+        flags = [args.data, *(flags or untrained_flags(name, SIZES[args.size]))]
         cfg = convert_namespace_to_omegaconf(
             options.parse_args_and_arch(options.get_training_parser(), input_args=flags)
         )

@@ -17,22 +17,13 @@ predictor is then set to predict the source length (a trained one roughly does).
 import argparse
 import logging
 import warnings
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from decode_speed import (
-    System,
-    decoder,
-    machine,
-    make_batches,
-    mean_length,
-    measure,
-    predict_source_lengths,
-)
-from fairseq import checkpoint_utils, options, tasks
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from decode_speed import System, decoder, load_system, machine, make_batches, mean_length, measure
 
 # examples/multi30k/small_model.sh + ablation.sh: 7.51M (3+3 layers) and 7.38M (7 layers)
 WIDTH = ["--model-dim", "256", "--ffn-dim", "1024", "--attention-heads", "4", "--latent-dim", "128"]
@@ -46,24 +37,9 @@ UNTRAINED = {
 
 def load(name: str, checkpoint: Optional[str], args: argparse.Namespace) -> System:
     """A checkpoint, or (``--init-untrained``) the ablation's model of that kind."""
-    if checkpoint:
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-            [checkpoint], arg_overrides={"data": args.data}
-        )
-        model, untrained = models[0], False
-    else:
-        flags = [args.data, "--task", "diffusion_translation", "--user-dir", "diffusion_plugin",
-                 *UNTRAINED[name]]
-        cfg = convert_namespace_to_omegaconf(
-            options.parse_args_and_arch(options.get_training_parser(), input_args=flags)
-        )
-        task = tasks.setup_task(cfg.task)
-        model, untrained = task.build_model(cfg.model), True
-        if name == "encoder-decoder":
-            predict_source_lengths("diffusion", model)
-    model.eval().to(args.device)
-    task.load_dataset(args.subset)
-    return System(name, task, model, untrained)
+    kind = "diffusion" if name == "encoder-decoder" else name  # decode_speed's length hook
+    flags = ["--task", "diffusion_translation", "--user-dir", "diffusion_plugin", *UNTRAINED[name]]
+    return replace(load_system(kind, checkpoint, args, flags), name=name)
 
 
 def step_time(
