@@ -77,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error("give --encoder-decoder and --diffuseq checkpoints, or --init-untrained")
     if not 1 <= args.steps[0] < args.steps[1]:
         parser.error(f"--steps K1 K2 needs 1 <= K1 < K2, got {args.steps}")
-    args.device, args.fp16 = torch.device(args.device), False
+    args.device, args.dtype = torch.device(args.device), torch.float32
     logging.disable(logging.WARNING)  # an untrained DiffuSeq never emits padding: cut warnings
     for category in (UserWarning, DeprecationWarning, FutureWarning):  # hydra / fairseq 0.12 noise
         warnings.filterwarnings("ignore", category=category)

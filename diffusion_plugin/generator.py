@@ -250,7 +250,8 @@ class DiffusionGenerator:
         encoder_out = model.decoding_state(encoder_out, per_source)
         n, length = lengths.numel(), int(lengths.max())
         padding_mask = torch.arange(length, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
-        dtype = next(model.parameters()).dtype
+        # the chain z_τ in at least float32, whatever the network's precision (--fp16, --bf16)
+        dtype = torch.promote_types(next(model.parameters()).dtype, torch.float32)
         z = torch.randn(n, length, model.cfg.latent_dim, device=src_tokens.device, dtype=dtype)
         z = z.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
@@ -268,7 +269,7 @@ class DiffusionGenerator:
                 if self.retain_history:
                     history.append(tokens)
                 if cfg["clamping"]:
-                    z0_hat = model.embed(tokens).to(dtype)
+                    z0_hat = model.embed(tokens)
             if k + 1 < steps:
                 z = self.step(z, z0_hat, k, signal, noise_var, padding_mask)
         trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]

@@ -52,6 +52,19 @@ def capture_inputs(module):
     return seen
 
 
+def capture_decoding_inputs(model):
+    """Record the inputs of the packed ``proj_in`` decoding applies (``decoding_weights``)."""
+    seen = []
+    pack_weights = model.pack_weights
+
+    def recording(pack):
+        weights = pack_weights(pack)
+        return weights._replace(proj_in=lambda x: seen.append(x.clone()) or weights.proj_in(x))
+
+    model.pack_weights = recording
+    return seen
+
+
 def generator(model, **decoding):
     cfg = {name: getattr(DecodingConfig, name) for name in DECODING_FIELDS}
     cfg.update(decoding_steps=5, **decoding)
@@ -94,7 +107,7 @@ def test_anchoring_resets_the_source_part_at_every_reverse_step():
     torch.manual_seed(0)
     model = make_model().eval()
     src, _, _ = batch(model)
-    seen = capture_inputs(model.proj_in)
+    seen = capture_decoding_inputs(model)
     generator(model, noise_beam=2).generate([model], {"net_input": {"src_tokens": src}})
     assert len(seen) == 5
     anchor = model.embed(src).repeat_interleave(2, dim=0)
@@ -103,6 +116,27 @@ def test_anchoring_resets_the_source_part_at_every_reverse_step():
         assert torch.equal(after[:, :S], anchor)
         assert not torch.equal(after[:, S:], before[:, S:])  # the target part moves
     assert torch.equal(seen[0][:, :S], anchor)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_packed_decoding_step_equals_the_module_forward(activation):
+    """A reverse step through decoding_state (linear maps packed for oneDNN on a CPU) gives the
+    nn.TransformerEncoder result at the real target positions."""
+    torch.manual_seed(0)
+    model = make_model(layers=2, activation_fn=activation).eval()
+    src, _, _ = batch(model)
+    z = torch.randn(4, 6, 8)
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[1, 4:] = mask[3, 2:] = True
+    t = torch.tensor([20])
+    encoder_out = model.encode(src)
+    with torch.no_grad():
+        state = model.decoding_state(encoder_out, per_source=2)
+        packed = model.denoise(z, t, state, mask)
+    assert set(state) == {"x0", "padding_mask", "weights"}
+    repeated = {k: v.repeat_interleave(2, dim=0) for k, v in encoder_out.items()}
+    expected = model.denoise(z, t, repeated, mask)  # gradients on: the module forward
+    torch.testing.assert_close(packed[~mask], expected[~mask].detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_loss_gradient_is_zero_at_source_positions():

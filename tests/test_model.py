@@ -13,6 +13,7 @@ from diffusion_plugin.models.diffusion_transformer import (
     DiffusionTransformerModel,
     apply_architecture,
 )
+from diffusion_plugin.models.packed_linear import can_pack
 
 
 def make_dict(words=20) -> Dictionary:
@@ -163,9 +164,11 @@ def test_cached_cross_attention_decoding_equals_the_module_forward(activation):
     mask = torch.zeros(6, 5, dtype=torch.bool)
     mask[1, 3:] = mask[4, 1:] = True  # candidates of different lengths
     t, prev = torch.tensor([20]), torch.randn(6, 5, 8)
-    state = model.decoding_state(enc, per_source=3)
-    assert set(state) == {"padding_mask", "cross_attention"}
+    with torch.no_grad():
+        state = model.decoding_state(enc, per_source=3)
+    assert set(state) == {"padding_mask", "cross_attention", "weights"}
     assert state["cross_attention"][0][0].shape == (2, 2, 6, 16)  # [B, H, S, d_h]: once per source
+    assert state["weights"].decoder[0].ffn_in.packed == can_pack(model.decoder_in.weight)
     repeated = {k: v.repeat_interleave(3, dim=0) for k, v in enc.items()}
     with torch.no_grad():
         expected = model.denoise(z, t, repeated, mask, prev)
@@ -174,8 +177,24 @@ def test_cached_cross_attention_decoding_equals_the_module_forward(activation):
     torch.testing.assert_close(cached[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_packed_encoder_equals_the_module_forward(activation):
+    """Decoding (eval, no grad) encodes with the packed linear maps: same states as
+    nn.TransformerEncoder at the real positions."""
+    torch.manual_seed(0)
+    model = make_model(encoder_layers=2, activation_fn=activation).eval()
+    src, _, _ = batch(model, lengths=(6, 3))
+    with torch.no_grad():
+        packed = model.encode(src)
+    expected = model.encode(src)  # gradients on: the module forward
+    assert expected["out"].requires_grad and not packed["out"].requires_grad
+    real = ~packed["padding_mask"]
+    torch.testing.assert_close(packed["out"][real], expected["out"][real], atol=1e-5, rtol=1e-5)
+
+
 def test_decoding_caches_follow_parameter_changes():
-    """Eval + no_grad reads e(t) and the normalised E from caches; they equal the direct
+    """Eval + no_grad reads e(t), the normalised E and the packed linear maps from caches; they
+    equal the direct
     computation and follow every way the parameters change (load_state_dict, an optimiser's
     in-place p.data update followed by train(), a dtype change)."""
     model = make_model(embed_norm=True).eval()
@@ -191,6 +210,11 @@ def test_decoding_caches_follow_parameter_changes():
             assert torch.allclose(embed.table(), expected_rows)
             assert torch.allclose(embed(tokens), expected_rows[tokens])
             assert embed.table() is embed.table()  # cached, not recomputed
+            weights = model.decoding_weights()  # packed for oneDNN on a CPU
+            assert weights is model.decoding_weights()
+            layer = model.decoder.layers[0]
+            x = torch.randn(3, layer.linear1.in_features, dtype=layer.linear1.weight.dtype)
+            assert torch.allclose(weights.decoder[0].ffn_in(x), layer.linear1(x), atol=1e-5)
 
     check()
     state = {k: v + 0.5 for k, v in model.state_dict().items()}

@@ -22,7 +22,7 @@ from ..diffusion.adaptive_schedule import AdaptiveNoiseSchedule
 from ..diffusion.samplers import q_sample
 from ..diffusion.schedules import SCHEDULES, NoiseSchedule, alphas_cumprod
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS, LossSecondMomentSampler, UniformSampler
-from .modules import LatentEmbedding
+from .modules import InferenceCached, LatentEmbedding
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +203,11 @@ def fill_config(config_class: Type[FairseqDataclass], overrides: Dict[str, Any],
             setattr(args, f.name, overrides.get(f.name, f.default))
 
 
-class DiffusionModel(BaseFairseqModel):
+class DiffusionModel(BaseFairseqModel, InferenceCached):
     """Base of the denoisers ẑ_0 = f(z_t, x, t): latent embedding E (``embed``), noise schedule
-    (``schedule``, ``rescaling_factor``), rounding logits ẑ·Eᵀ and the forward draw
-    z_t = sqrt(ᾱ'_t) z_0 + sqrt(β̄'_t) ε.
+    (``schedule``, ``rescaling_factor``), rounding logits ẑ·Eᵀ, the forward draw
+    z_t = sqrt(ᾱ'_t) z_0 + sqrt(β̄'_t) ε, and the network's linear maps as decoding applies
+    them (``decoding_weights``).
 
     ``length_from_padding`` (class attribute): the target length is not predicted but read from
     the first generated padding token, so padding is an ordinary, trained symbol of E.
@@ -290,6 +291,18 @@ class DiffusionModel(BaseFairseqModel):
             state_dict = {**state_dict, **{k: own[k] for k in missing}}
         return state_dict
 
+    def prepare_for_inference_(self, cfg: Any) -> None:
+        """fairseq-generate / fairseq-interactive / the hub interface call this before decoding:
+        with ``--bf16`` the network runs in bfloat16 (on CPUs with AVX512-BF16 or AMX, and on
+        GPUs); the generator keeps the reverse chain z_τ in float32 and the schedule in float64.
+        (fairseq's own ``--bf16`` handling only serves TPUs.)"""
+        super().prepare_for_inference_(cfg)
+        common = getattr(cfg, "common", None)
+        if getattr(common, "bf16", False):
+            if getattr(common, "fp16", False):
+                raise ValueError("--bf16 and --fp16 exclude each other: choose one precision")
+            self.to(torch.bfloat16)
+
     def record_losses(self, timesteps: Tensor, token_losses: Tensor, mask: Tensor, losses: Tensor) -> None:
         """Training statistics: per-token denoising losses [B, L] for the adaptive schedule and
         per-sequence losses [B] for the importance sampler."""
@@ -320,6 +333,14 @@ class DiffusionModel(BaseFairseqModel):
         """``encoder_out`` as ``denoise`` reads it for ``per_source`` consecutive candidate rows per
         source, built once per batch before the reverse process (here: each source repeated)."""
         return {k: v.repeat_interleave(per_source, dim=0) for k, v in encoder_out.items()}
+
+    def decoding_weights(self) -> Any:
+        """The subclass's ``pack_weights``: while decoding (eval, no grad) packed for oneDNN on a
+        CPU once and kept while the parameters stay the same; otherwise built afresh, unpacked."""
+        return self.cached(lambda: self.pack_weights(pack=self.decoding))
+
+    def pack_weights(self, pack: bool) -> Any:
+        raise NotImplementedError
 
     def logits(self, z: Tensor) -> Tensor:
         """Rounding logits ẑ · Eᵀ."""

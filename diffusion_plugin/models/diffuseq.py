@@ -12,7 +12,7 @@
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,8 @@ from .base import (
     transformer_layer_args,
 )
 from .modules import SinusoidalPositions, TimestepEmbedding, padded_positions
+from .packed_encoder import EncoderLayerWeights, encoder_weights, packed_encoder_forward
+from .packed_linear import Linear
 
 
 @dataclass
@@ -40,6 +42,14 @@ class DiffuSeqConfig(DiffusionConfig):
     max_target_positions: int = field(
         default=128, metadata={"help": "at most this many target-part positions (longest output)"}
     )
+
+
+class DecodingWeights(NamedTuple):
+    """The linear maps of a reverse step."""
+
+    proj_in: Linear
+    layers: List[EncoderLayerWeights]
+    proj_out: Linear
 
 
 @register_model("diffuseq", dataclass=DiffuSeqConfig)
@@ -105,6 +115,19 @@ class DiffuSeqModel(DiffusionModel):
         """No length predictor: every candidate gets the whole target budget, [B, beam]."""
         return self.target_budget(encoder_out).unsqueeze(1).repeat(1, beam)
 
+    def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Any]:
+        """The anchor and source mask, repeated for ``per_source`` candidates, and the linear
+        maps (``decoding_weights``)."""
+        return {**super().decoding_state(encoder_out, per_source), "weights": self.decoding_weights()}
+
+    def pack_weights(self, pack: bool) -> DecodingWeights:
+        linear = partial(Linear, pack=pack)
+        return DecodingWeights(
+            linear(self.proj_in.weight, self.proj_in.bias),
+            encoder_weights(self.transformer, pack),
+            linear(self.proj_out.weight, self.proj_out.bias),
+        )
+
     def denoise(
         self,
         z_t: Tensor,
@@ -119,11 +142,16 @@ class DiffuSeqModel(DiffusionModel):
         generation.  ``z0_prev`` belongs to the generator's interface (no self-conditioning).
         """
         x0, src_mask = encoder_out["x0"], encoder_out["padding_mask"]
-        z = torch.cat([x0.to(z_t.dtype), z_t], dim=1)
+        z = torch.cat([x0, z_t.to(x0.dtype)], dim=1)  # the network's precision
         mask = torch.cat([src_mask, padding_mask], dim=1)
-        h = self.proj_in(z) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(mask))
-        h = self.transformer(self.dropout(h), src_key_padding_mask=attention_padding_mask(mask))
-        return self.proj_out(h[:, x0.size(1) :])
+        weights = encoder_out.get("weights")  # generation: a decoding_state
+        proj_in = self.proj_in if weights is None else weights.proj_in
+        h = proj_in(z) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(mask))
+        if weights is None:
+            h = self.transformer(self.dropout(h), src_key_padding_mask=attention_padding_mask(mask))
+            return self.proj_out(h[:, x0.size(1) :])
+        h = packed_encoder_forward(self.transformer, weights.layers, h, attention_padding_mask(mask))
+        return weights.proj_out(h[:, x0.size(1) :])
 
     def forward(
         self, src_tokens: Tensor, src_lengths: Tensor, tgt_tokens: Tensor, timesteps: Tensor, **unused

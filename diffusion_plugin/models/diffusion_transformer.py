@@ -7,7 +7,7 @@ width d (``--latent-dim``) and are projected to and from the model width.
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from .base import (
     fill_config,
     transformer_layer_args,
 )
-from .cached_decoder import cached_decoder_forward, cross_attention_cache
+from .cached_decoder import LayerWeights, cached_decoder_forward, cross_attention_cache, decoder_weights
 from .modules import (
     LatentEmbedding,
     SinusoidalPositions,
@@ -29,6 +29,8 @@ from .modules import (
     masked_mean,
     padded_positions,
 )
+from .packed_encoder import EncoderLayerWeights, encoder_weights, packed_encoder_forward
+from .packed_linear import Linear
 
 LENGTH_OFFSETS = 256  # classes for target length − source length in [−128, 127]
 
@@ -45,6 +47,16 @@ class DiffusionTransformerConfig(DiffusionConfig):
     )
     max_source_positions: int = field(default=1024, metadata={"help": "max source length"})
     max_target_positions: int = field(default=1024, metadata={"help": "max target length"})
+
+
+class DecodingWeights(NamedTuple):
+    """The linear maps decoding applies: the encoder's, then each reverse step's."""
+
+    encoder_in: Linear
+    encoder: List[EncoderLayerWeights]
+    decoder_in: Linear
+    decoder: List[LayerWeights]
+    decoder_out: Linear
 
 
 @register_model("diffusion_transformer", dataclass=DiffusionTransformerConfig)
@@ -97,8 +109,14 @@ class DiffusionTransformerModel(DiffusionModel):
     def encode(self, src_tokens: Tensor) -> Dict[str, Tensor]:
         """Encoder states [B, S, D] and the source padding mask [B, S]."""
         padding_mask = src_tokens.eq(self.src_pad)
-        x = self.encoder_in(self.src_embed(src_tokens)) + self.positions(padded_positions(padding_mask))
-        out = self.encoder(self.dropout(x), src_key_padding_mask=attention_padding_mask(padding_mask))
+        weights = self.decoding_weights() if self.decoding else None
+        encoder_in = self.encoder_in if weights is None else weights.encoder_in
+        x = encoder_in(self.src_embed(src_tokens)) + self.positions(padded_positions(padding_mask))
+        mask = attention_padding_mask(padding_mask)
+        if weights is None:
+            out = self.encoder(self.dropout(x), src_key_padding_mask=mask)
+        else:
+            out = packed_encoder_forward(self.encoder, weights.encoder, x, mask)
         return {"out": out, "padding_mask": padding_mask}
 
     def length_logits(self, encoder_out: Dict[str, Tensor]) -> Tensor:
@@ -120,12 +138,25 @@ class DiffusionTransformerModel(DiffusionModel):
     # --- denoiser ---------------------------------------------------------------------------
 
     def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Any]:
-        """The source padding mask and every layer's cross-attention keys and values, computed
-        once per source and shared by its ``per_source`` candidates (``cached_decoder``)."""
+        """The source padding mask, every layer's cross-attention keys and values, computed
+        once per source and shared by its ``per_source`` candidates (``cached_decoder``), and the
+        linear maps (``decoding_weights``)."""
+        weights = self.decoding_weights()
         return {
             "padding_mask": encoder_out["padding_mask"],
-            "cross_attention": cross_attention_cache(self.decoder, encoder_out["out"]),
+            "cross_attention": cross_attention_cache(self.decoder, weights.decoder, encoder_out["out"]),
+            "weights": weights,
         }
+
+    def pack_weights(self, pack: bool) -> DecodingWeights:
+        linear = partial(Linear, pack=pack)
+        return DecodingWeights(
+            linear(self.encoder_in.weight, self.encoder_in.bias),
+            encoder_weights(self.encoder, pack),
+            linear(self.decoder_in.weight, self.decoder_in.bias),
+            decoder_weights(self.decoder, pack),
+            linear(self.decoder_out.weight, self.decoder_out.bias),
+        )
 
     def denoise(
         self,
@@ -135,26 +166,32 @@ class DiffusionTransformerModel(DiffusionModel):
         padding_mask: Tensor,
         z0_prev: Optional[Tensor] = None,
     ) -> Tensor:
-        """ẑ_0 = proj_out(Decoder(proj_in([z_t; ẑ_0^prev]) + e(t) + pos, encoder states))."""
+        """ẑ_0 = proj_out(Decoder(proj_in([z_t; ẑ_0^prev]) + e(t) + pos, encoder states)), in the
+        network's precision whatever the precision of the chain z_t."""
+        z_t = z_t.to(self.decoder_in.weight.dtype)
         if self.cfg.self_cond:
-            z_t = torch.cat([z_t, torch.zeros_like(z_t) if z0_prev is None else z0_prev], dim=-1)
-        h = self.decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(padding_mask))
-        if "cross_attention" in encoder_out:  # generation: a decoding_state
-            h = cached_decoder_forward(
-                self.decoder,
-                h,
-                attention_padding_mask(padding_mask),
-                encoder_out["cross_attention"],
-                attention_padding_mask(encoder_out["padding_mask"]),
-            )
-        else:
+            z0_prev = torch.zeros_like(z_t) if z0_prev is None else z0_prev.to(z_t.dtype)
+            z_t = torch.cat([z_t, z0_prev], dim=-1)
+        weights = encoder_out.get("weights")  # generation: a decoding_state
+        decoder_in = self.decoder_in if weights is None else weights.decoder_in
+        h = decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(padding_mask))
+        if weights is None:
             h = self.decoder(
                 self.dropout(h),
                 encoder_out["out"],
                 tgt_key_padding_mask=attention_padding_mask(padding_mask),
                 memory_key_padding_mask=attention_padding_mask(encoder_out["padding_mask"]),
             )
-        return self.decoder_out(h)
+            return self.decoder_out(h)
+        h = cached_decoder_forward(
+            self.decoder,
+            weights.decoder,
+            h,
+            attention_padding_mask(padding_mask),
+            encoder_out["cross_attention"],
+            attention_padding_mask(encoder_out["padding_mask"]),
+        )
+        return weights.decoder_out(h)
 
     def forward(
         self, src_tokens: Tensor, src_lengths: Tensor, tgt_tokens: Tensor, timesteps: Tensor, **unused

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Hashable, Optional, Tuple
+from typing import Any, Callable, Hashable, List, Optional, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .packed_linear import Linear
+
+T = TypeVar("T")
 
 
 def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -21,27 +25,39 @@ def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) 
 
 
 class InferenceCached(nn.Module):
-    """A module that keeps one tensor computed from its parameters while decoding: in eval mode
-    without gradients, as long as the parameters keep their storage, version, dtype and device.
-    Training recomputes it at every call, and ``train()`` drops it (optimisers update ``p.data``
-    in place without bumping ``p._version``)."""
+    """A module that keeps one value (tensors, packed weights) computed from its parameters
+    while decoding: in eval mode without gradients, as long as its parameters keep their storage
+    and version. Training recomputes it at every call; ``train()`` drops it (optimisers update
+    ``p.data`` in place without bumping ``p._version``), and so do ``to()`` / ``half()`` /
+    ``cuda()``. The parameters are listed once (walking a whole model at every check costs
+    about a millisecond); ``train()`` and ``to()`` list them again."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache: Tuple[Optional[Tuple[Hashable, ...]], Optional[Tensor]] = (None, None)
+        self._cache: Tuple[Optional[Tuple[Hashable, ...]], Any] = (None, None)
+        self._watched: Optional[List[nn.Parameter]] = None
+
+    def _forget(self) -> None:
+        self._cache, self._watched = (None, None), None
 
     def train(self, mode: bool = True) -> "InferenceCached":
-        self._cache = (None, None)
+        self._forget()
         return super().train(mode)
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> "InferenceCached":
+        self._forget()
+        return super()._apply(fn, *args, **kwargs)
 
     @property
     def decoding(self) -> bool:
         return not (self.training or torch.is_grad_enabled())
 
-    def cached(self, compute: Callable[[], Tensor]) -> Tensor:
+    def cached(self, compute: Callable[[], T]) -> T:
         if not self.decoding:
             return compute()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        if self._watched is None:
+            self._watched = list(self.parameters())
+        key = tuple((p.data_ptr(), p._version) for p in self._watched)
         if self._cache[0] != key:
             self._cache = (key, compute())
         return self._cache[1]
@@ -93,16 +109,24 @@ class LatentEmbedding(InferenceCached):
 
     def table(self) -> Tensor:
         """E, row-normalised with ``normalize`` (cached for decoding)."""
-        if not self.normalize:
-            return self.weight
-        return self.cached(lambda: self.normalized(self.weight))
+        return self.rounding_layer()[0]
+
+    def rounding_layer(self) -> Tuple[Tensor, Linear]:
+        """(E, z ↦ z·Eᵀ), E row-normalised with ``normalize``; while decoding computed once and
+        packed for oneDNN on a CPU (``packed_linear``)."""
+        return self.cached(self._rounding_layer)
+
+    def _rounding_layer(self) -> Tuple[Tensor, Linear]:
+        table = self.normalized(self.weight)
+        return table, Linear(table, pack=self.decoding)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """The rows of E for ``tokens`` (normalised row by row: only the looked-up rows)."""
         return self.normalized(F.embedding(tokens, self.weight, self.padding_idx))
 
     def logits(self, z: Tensor) -> Tensor:
-        return z @ self.table().t().to(z.dtype)
+        table, rounding = self.rounding_layer()
+        return rounding(z) if z.dtype == table.dtype else z @ table.t().to(z.dtype)
 
 
 class SinusoidalPositions(nn.Module):

@@ -1,0 +1,82 @@
+"""Inference forward of a pre-norm, batch-first ``nn.TransformerEncoder`` with packed linear maps.
+
+The same computation as the module's eval forward, x + SA(LN₁(x)) then x + FFN(LN₂(x)) per
+layer and a final layer norm, with each layer's linear maps taken from ``encoder_weights``:
+packed once for oneDNN on a CPU (``packed_linear``), so a decoding pass does not re-read the
+row-major weights through the BLAS. The encoder-decoder model runs it once per batch; DiffuSeq
+runs it at every reverse step. The attention and feed-forward blocks are shared with the
+cached decoder.
+"""
+from functools import partial
+from typing import Callable, List, NamedTuple, Optional
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .packed_linear import Linear
+
+
+class EncoderLayerWeights(NamedTuple):
+    """The linear maps of one encoder layer."""
+
+    qkv: Linear
+    out: Linear
+    ffn_in: Linear
+    ffn_out: Linear
+
+
+def encoder_weights(encoder: nn.TransformerEncoder, pack: bool) -> List[EncoderLayerWeights]:
+    """Per layer, its linear maps; with ``pack``, packed for oneDNN on a CPU (a constant
+    snapshot of the current parameters)."""
+    linear = partial(Linear, pack=pack)
+    return [
+        EncoderLayerWeights(
+            linear(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias),
+            linear(layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
+            linear(layer.linear1.weight, layer.linear1.bias),
+            linear(layer.linear2.weight, layer.linear2.bias),
+        )
+        for layer in encoder.layers
+    ]
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """[N, L, W] -> [N, H, L, W/H]."""
+    n, length, width = x.shape
+    return x.view(n, length, heads, width // heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[N, H, L, d_h] -> [N, L, H·d_h]."""
+    n, heads, length, dim = x.shape
+    return x.transpose(1, 2).reshape(n, length, heads * dim)
+
+
+def self_attention(x: Tensor, qkv: Linear, out: Linear, heads: int, keep: Tensor) -> Tensor:
+    """out(softmax(q kᵀ/√d_h) v) with q, k, v = qkv(x) split into heads; ``keep`` [N, 1, 1, L]
+    is True at the keys to attend to."""
+    q, k, v = qkv(x).chunk(3, dim=-1)
+    attended = F.scaled_dot_product_attention(
+        split_heads(q, heads), split_heads(k, heads), split_heads(v, heads), keep
+    )
+    return out(merge_heads(attended))
+
+
+def feed_forward(x: Tensor, ffn_in: Linear, ffn_out: Linear, activation: Callable[[Tensor], Tensor]) -> Tensor:
+    return ffn_out(activation(ffn_in(x)))
+
+
+def packed_encoder_forward(
+    encoder: nn.TransformerEncoder,
+    weights: List[EncoderLayerWeights],
+    x: Tensor,
+    padding_mask: Optional[Tensor],
+) -> Tensor:
+    """Encoder(x) for x [N, L, W] with the encoder's ``weights``; ``padding_mask`` [N, L] is True
+    at padding. Equals ``encoder(x, src_key_padding_mask=padding_mask)`` in eval mode."""
+    keep = None if padding_mask is None else (~padding_mask)[:, None, None, :]
+    for layer, w in zip(encoder.layers, weights):
+        x = x + self_attention(layer.norm1(x), w.qkv, w.out, layer.self_attn.num_heads, keep)
+        x = x + feed_forward(layer.norm2(x), w.ffn_in, w.ffn_out, layer.activation)
+    return x if encoder.norm is None else encoder.norm(x)

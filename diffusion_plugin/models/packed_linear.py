@@ -1,0 +1,46 @@
+"""Linear maps with their weights packed once for oneDNN, for decoding on a CPU (plain torch).
+
+A reverse process applies the same decoder weights K times per batch. On a CPU, ``F.linear``
+hands every product to the BLAS with the row-major weight; oneDNN's inner product can read a
+weight reordered once into its blocked layout instead (what ``torch.compile`` does with frozen
+weights). y = x·Wᵀ + b either way; only the summation order, hence float rounding, differs.
+Measured on an AVX-512 EPYC core at decoding shapes (13 to 1000 rows, widths 256 to 1024):
+float32 1.3-2.3x and bfloat16 1.1-1.5x faster than ``F.linear`` (slower for a single row).
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PACKED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def can_pack(weight: Tensor) -> bool:
+    """oneDNN packing applies to CPU weights in float32 / bfloat16 when torch has oneDNN."""
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype in PACKED_DTYPES
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+class Linear:
+    """y = x·Wᵀ + b with W [out, in] packed for oneDNN where ``can_pack`` (else ``F.linear``).
+
+    The packed copy is a snapshot: build a new one when the weights change."""
+
+    __slots__ = ("weight", "bias", "packed")
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor] = None, pack: bool = True) -> None:
+        self.packed = pack and can_pack(weight)
+        self.weight, self.bias = weight, bias  # unpacked: the parameters themselves (autograd)
+        if self.packed:  # a constant copy (no gradient)
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+            self.bias = None if bias is None else bias.detach()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
