@@ -38,6 +38,15 @@ def test_same_seed_same_text_and_history_has_one_line_per_step(data_bin, checkpo
     assert hypotheses(other) != hypotheses(first)
 
 
+def test_bf16_decodes_every_sentence_like_fp32(data_bin, checkpoint):
+    """fairseq-generate --bf16 runs the network in bfloat16 (fairseq itself only casts for
+    TPUs): every sentence gets a hypothesis, mostly the float32 one."""
+    fp32 = hypotheses(run_fairseq("generate", generate_args(data_bin, checkpoint)))
+    bf16 = hypotheses(run_fairseq("generate", generate_args(data_bin, checkpoint, "--bf16")))
+    assert sorted(bf16) == list(range(30)) and all(bf16.values())
+    assert sum(bf16[i] == fp32[i] for i in fp32) >= 15  # 25 of 30 when written
+
+
 def test_checkpoint_loads_with_weights_only(checkpoint):
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert state["cfg"]["model"]["_name"] == "diffusion_transformer_tiny"

@@ -276,18 +276,26 @@ def test_seed_reproduces_and_another_seed_differs(model):
     assert run(12) != first
 
 
-def test_half_precision_decoding_keeps_the_schedule_in_float64(model):
-    """fairseq-generate --fp16 / --bf16 cast the model: the network runs in the low precision, the
-    ᾱ table stays float64, and the candidates get the float32 model's (well-separated) lengths."""
+def test_half_precision_decoding_keeps_the_schedule_in_float64(monkeypatch, model):
+    """fairseq-generate --bf16 casts the model (``prepare_for_inference_``): the network runs in
+    bfloat16, the chain z_τ in float32, the ᾱ table stays float64, and the candidates get the
+    float32 model's (well-separated) lengths."""
     favour_offsets(model, [2, -1])
     gen = generator(model, decoding_steps=4, length_beam=2, noise_beam=2, decoding_sampler="ddim")
     torch.manual_seed(3)
     full = gen.generate([model], SAMPLE)
-    model.bfloat16()
+    cfg = SimpleNamespace(common=SimpleNamespace(bf16=True, fp16=False), generation=SimpleNamespace())
+    model.prepare_for_inference_(cfg)
     assert model.schedule.alpha_bar_table.dtype == torch.float64
     assert model.decoder_in.weight.dtype == torch.bfloat16
+    calls = record_denoise(monkeypatch, model)
     torch.manual_seed(3)
     half = gen.generate([model], SAMPLE)
+    assert {c["z_t"].dtype for c in calls} == {torch.float32}
+    assert {c["out"].dtype for c in calls} == {torch.bfloat16}
+    both = SimpleNamespace(common=SimpleNamespace(bf16=True, fp16=True), generation=SimpleNamespace())
+    with pytest.raises(ValueError, match="--bf16 and --fp16 exclude each other"):
+        model.prepare_for_inference_(both)
     assert [len(h) for h in half] == [4, 4]
     assert all(torch.isfinite(h["positional_scores"]).all() for hyps in half for h in hyps)
     assert [lengths_of(h) for h in half] == [lengths_of(h) for h in full] == [[5, 5, 8, 8], [3, 3, 6, 6]]
