@@ -162,6 +162,29 @@ def test_length_times_noise_beams(model):
     assert all(h["tokens"][-1] == EOS and EOS not in h["tokens"][:-1].tolist() for h in hyps[0] + hyps[1])
 
 
+def test_cpu_batches_are_decoded_in_slices_with_the_same_result(monkeypatch, model):
+    """A batch whose candidates exceed SLICE_ACTIVATIONS / --ffn-dim token rows is decoded in
+    runs of consecutive sources, each without its all-padding columns; with the initial noise
+    fixed and deterministic DDIM the hypotheses are those of the whole batch."""
+    batch = sample([5, 6, 7, 8, 9], [10, 11, 12], [13, 14], [4, 5, 6, 7])  # lengths 6, 4, 3, 5
+    gen = generator(model, decoding_steps=3, length_beam=2, decoding_sampler="ddim")
+    monkeypatch.setattr(torch, "randn", lambda *size, **kwargs: torch.zeros(*size, **kwargs))
+    src = batch["net_input"]["src_tokens"]
+    assert [s.shape for s in gen.slices(src)] == [src.shape]  # 2^19 / 64 rows: one slice
+    whole = gen.generate([model], batch)
+    # 24 rows: candidate rows 2·length = 12, 8, 6, 10 -> sources {0, 1} (2·12), {2, 3} (2·10)
+    monkeypatch.setitem(generator_module.SLICE_ACTIVATIONS, "cpu", 24 * model.cfg.ffn_dim)
+    slices = gen.slices(src)
+    assert [s.shape for s in slices] == [(2, 6), (2, 5)]
+    assert torch.equal(slices[1], src[2:, 1:])  # left padding trimmed to the slice's longest
+    sliced = gen.generate([model], batch)
+    assert [[h["tokens"].tolist() for h in hyps] for hyps in sliced] == [
+        [h["tokens"].tolist() for h in hyps] for hyps in whole
+    ]
+    monkeypatch.setitem(generator_module.SLICE_ACTIVATIONS, "cpu", 1)  # a source alone exceeds it
+    assert [s.size(0) for s in gen.slices(src)] == [1, 1, 1, 1]
+
+
 def test_fixed_target_length(model):
     favour_offsets(model, [2, -1])
     gen = generator(model, decoding_steps=3, length_beam=2, noise_beam=3, target_length=7)
