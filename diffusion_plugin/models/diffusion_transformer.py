@@ -74,7 +74,9 @@ class DiffusionTransformerModel(DiffusionModel):
             else LatentEmbedding(len(src_dict), d, self.src_pad, cfg.embed_norm)
         )
         self.encoder_in = nn.Linear(d, width)
-        self.decoder_in = nn.Linear(2 * d if cfg.self_cond else d, width)
+        self.self_cond = bool(cfg.self_cond)  # read at every step: not through omegaconf (~50 µs)
+        self.max_target_positions = int(cfg.max_target_positions)
+        self.decoder_in = nn.Linear(2 * d if self.self_cond else d, width)
         self.decoder_out = nn.Linear(width, d)
         self.positions = SinusoidalPositions(width)
         self.time_embed = TimestepEmbedding(width, cfg.diffusion_steps)
@@ -133,7 +135,7 @@ class DiffusionTransformerModel(DiffusionModel):
         src_lengths = (~encoder_out["padding_mask"]).sum(dim=1, keepdim=True)
         offsets = self.length_logits(encoder_out).topk(beam, dim=-1).indices
         lengths = src_lengths + offsets - LENGTH_OFFSETS // 2
-        return lengths.clamp(1, self.cfg.max_target_positions)
+        return lengths.clamp(1, self.max_target_positions)
 
     # --- denoiser ---------------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ class DiffusionTransformerModel(DiffusionModel):
         """ẑ_0 = proj_out(Decoder(proj_in([z_t; ẑ_0^prev]) + e(t) + pos, encoder states)), in the
         network's precision whatever the precision of the chain z_t."""
         z_t = z_t.to(self.decoder_in.weight.dtype)
-        if self.cfg.self_cond:
+        if self.self_cond:
             z0_prev = torch.zeros_like(z_t) if z0_prev is None else z0_prev.to(z_t.dtype)
             z_t = torch.cat([z_t, z0_prev], dim=-1)
         weights = encoder_out.get("weights")  # generation: a decoding_state
@@ -207,7 +209,7 @@ class DiffusionTransformerModel(DiffusionModel):
         z0 = self.embed(target)
         z_t = self.noised(z0, timesteps)
         z0_prev = None
-        if self.cfg.self_cond and self.training and torch.rand(()) < 0.5:
+        if self.self_cond and self.training and torch.rand(()) < 0.5:
             with torch.no_grad():
                 z0_prev = self.denoise(z_t, timesteps, encoder_out, padding_mask).detach()
         z0_hat = self.denoise(z_t, timesteps, encoder_out, padding_mask, z0_prev)
