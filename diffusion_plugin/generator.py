@@ -8,6 +8,7 @@ every candidate at its maximum length; the hypothesis ends at the first generate
 """
 
 import logging
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -21,6 +22,7 @@ from .diffusion.selection import mbr_utilities
 
 logger = logging.getLogger(__name__)
 
+LOG2_E, LN_2 = 1.0 / math.log(2.0), math.log(2.0)
 SAMPLERS = ("ddpm", "ddim")
 SELECTIONS = ("score", "bleu-mbr", "reranker")
 ROUNDING_CHUNK = {"cpu": 1 << 20, "cuda": 1 << 28}  # logits per rounding chunk, by device type
@@ -99,6 +101,27 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {cfg[name]}")
     if cfg["target_length"] < 0:
         raise ValueError(f"--target-length must be >= 0, got {cfg['target_length']}")
+
+
+def max_last(x: Tensor, block: int = 512) -> Tuple[Tensor, Tensor]:
+    """(max, argmax) over the last dimension of [R, V] through block maxima: the maximum of each
+    block of ``block`` entries (amax, vectorised), the first block holding the row maximum, then
+    the argmax within it. Same result as ``x.max(dim=-1)`` (first index on ties); on a CPU
+    torch's max with indices does not vectorise and costs ~10x amax over a vocabulary."""
+    rows, size = x.shape
+    blocks = size // block
+    if blocks < 2:
+        return x.max(dim=-1)
+    head = x[:, : blocks * block].reshape(rows, blocks, block)
+    first = head.amax(dim=-1).argmax(dim=-1)
+    values, offsets = head[torch.arange(rows, device=x.device), first].max(dim=-1)
+    indices = first * block + offsets
+    if blocks * block < size:
+        tail_values, tail_offsets = x[:, blocks * block :].max(dim=-1)
+        later = tail_values > values
+        values = torch.where(later, tail_values, values)
+        indices = torch.where(later, tail_offsets + blocks * block, indices)
+    return values, indices
 
 
 class DiffusionGenerator:
@@ -187,10 +210,10 @@ class DiffusionGenerator:
 
     def round(self, z0_hat: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
         """Tokens argmax(ẑ_0·Eᵀ) over real symbols (and padding, for models whose outputs end at
-        it) and their log-probabilities (max logit − logsumexp, without the full log-softmax) at
-        the positions outside ``padding_mask`` (padding there, score 0), computed over row chunks
-        of at most ROUNDING_CHUNK logits (cache-sized on a CPU, where the max and logsumexp
-        passes over one [N·L, V] tensor cost as much as the product)."""
+        it) and their log-probabilities (``round_rows``, without the full log-softmax) at the
+        positions outside ``padding_mask`` (padding there, score 0), computed over row chunks of
+        at most ROUNDING_CHUNK logits (cache-sized on a CPU, where the passes over one [N·L, V]
+        tensor would cost as much as the product)."""
         keep = ~padding_mask
         rows = z0_hat[keep]
         budget = ROUNDING_CHUNK.get(rows.device.type, ROUNDING_CHUNK["cuda"])
@@ -202,11 +225,15 @@ class DiffusionGenerator:
         return tokens, scores
 
     def round_rows(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
-        logits = self.model.logits(z0_hat).float()
+        """argmax_v ℓ_v and log p = −log Σ_v exp(ℓ_v − max ℓ) of the logits ℓ (``max_last``; the
+        sum as 2^((ℓ − max ℓ)·log2 e), in place on the float32 logits: torch's exp is 4.5x slower
+        than exp2 on a CPU)."""
+        logits = self.model.logits(z0_hat).float()  # a new tensor (the product, or its copy)
         blocked = [self.eos, self.bos] if self.model.length_from_padding else [self.pad, self.eos, self.bos]
         logits[..., blocked] = float("-inf")
-        best, tokens = logits.max(dim=-1)
-        return tokens, best - logits.logsumexp(dim=-1)
+        best, tokens = max_last(logits)
+        shifted = logits.sub_(best.unsqueeze(-1))  # <= 0
+        return tokens, shifted.mul_(LOG2_E).exp2_().sum(dim=-1).log2_().mul_(-LN_2)
 
     def output_lengths(self, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Hypothesis lengths and whether each was cut at its maximum: the decoded lengths, or for

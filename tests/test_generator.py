@@ -399,6 +399,36 @@ def test_bad_decoding_flags(model, flags, message):
         generator(model, **flags)
 
 
+@pytest.mark.parametrize("size", [7, 1024, 1500, 9808])
+def test_block_argmax_equals_torch_max(size):
+    """max_last = x.max(-1): values, and the first index on ties (blocked -inf columns, a row
+    maximum repeated in two blocks and in the tail)."""
+    torch.manual_seed(0)
+    x = torch.randn(6, size)
+    x[:, :3] = float("-inf")
+    x[1, size // 3] = x[1, size - 1] = 9.0  # tie across blocks / with the tail
+    x[2, size - 1] = 10.0  # maximum in the tail only
+    x[3] = 1.0  # all equal: index 0... after the -inf columns
+    x[3, :3] = float("-inf")
+    values, indices = generator_module.max_last(x)
+    expected = x.max(dim=-1)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+    assert indices[3] == 3 and indices[1] == size // 3
+
+
+def test_rounding_scores_are_log_softmax_at_the_argmax(model):
+    """round_rows: argmax tokens and log p(argmax) = log_softmax at it, blocked symbols excluded."""
+    torch.manual_seed(0)
+    gen = generator(model)
+    z = torch.randn(5, LATENT)
+    tokens, scores = gen.round_rows(z)
+    logits = model.logits(z)
+    logits[:, SPECIAL] = float("-inf")
+    expected = logits.log_softmax(dim=-1).max(dim=-1)
+    assert torch.equal(tokens, expected.indices)
+    torch.testing.assert_close(scores, expected.values, atol=1e-5, rtol=1e-5)
+
+
 def test_rounding_in_chunks_equals_the_whole_product(monkeypatch, model):
     """Rows rounded in chunks of ROUNDING_CHUNK logits: same tokens and log-probabilities as
     argmax / log-softmax of the whole [N, L, V] product (special symbols excluded) outside the
