@@ -104,14 +104,16 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
 
 
 def max_last(x: Tensor, block: int = 512) -> Tuple[Tensor, Tensor]:
-    """(max, argmax) over the last dimension of [R, V] through block maxima: the maximum of each
+    """(max, argmax) over the last dimension of [..., V] through block maxima: the maximum of each
     block of ``block`` entries (amax, vectorised), the first block holding the row maximum, then
     the argmax within it. Same result as ``x.max(dim=-1)`` (first index on ties); on a CPU
     torch's max with indices does not vectorise and costs ~10x amax over a vocabulary."""
-    rows, size = x.shape
+    *leading, size = x.shape
     blocks = size // block
     if blocks < 2:
         return x.max(dim=-1)
+    x = x.reshape(-1, size)
+    rows = x.size(0)
     head = x[:, : blocks * block].reshape(rows, blocks, block)
     first = head.amax(dim=-1).argmax(dim=-1)
     values, offsets = head[torch.arange(rows, device=x.device), first].max(dim=-1)
@@ -121,7 +123,7 @@ def max_last(x: Tensor, block: int = 512) -> Tuple[Tensor, Tensor]:
         later = tail_values > values
         values = torch.where(later, tail_values, values)
         indices = torch.where(later, tail_offsets + blocks * block, indices)
-    return values, indices
+    return values.view(leading), indices.view(leading)
 
 
 class DiffusionGenerator:

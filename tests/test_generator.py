@@ -413,6 +413,8 @@ def test_block_argmax_equals_torch_max(size):
     values, indices = generator_module.max_last(x)
     expected = x.max(dim=-1)
     assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+    values3, indices3 = generator_module.max_last(x.view(2, 3, size))  # leading dimensions kept
+    assert torch.equal(indices3, expected.indices.view(2, 3)) and values3.shape == (2, 3)
     assert indices[3] == 3 and indices[1] == size // 3
 
 
