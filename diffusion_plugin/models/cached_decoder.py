@@ -6,10 +6,9 @@ therefore depend on the source only: they are computed once per source and decod
 (``cross_attention_cache``), not K·b times. The b candidates of a source share them by attending as
 one query sequence of b·L rows (attention is row-wise, so this is exact), which also makes the
 matrix products larger. Both attentions use ``F.scaled_dot_product_attention`` (the self-attention
-and feed-forward blocks are ``packed_encoder``'s). The linear maps
-are the decoder's own parameters, packed once for oneDNN on a CPU (``decoder_weights``, see
-``packed_linear``), so a checkpoint decodes the same either way; training keeps torch's module
-forward.
+and feed-forward blocks are ``packed_encoder``'s). The linear maps are the decoder's own
+parameters, packed once for oneDNN on a CPU (``decoder_weights``, see ``packed_linear``), so a
+checkpoint decodes the same either way; training keeps torch's module forward.
 """
 from functools import partial
 from typing import List, NamedTuple, Tuple
@@ -25,7 +24,8 @@ KeyValues = List[Tuple[Tensor, Tensor]]
 
 
 class LayerWeights(NamedTuple):
-    """The linear maps of one decoder layer a decoding step applies."""
+    """The linear maps of one decoder layer while decoding (``cross_kv``: once per batch, by
+    ``cross_attention_cache``; the others at every step)."""
 
     self_qkv: Linear
     self_out: Linear
