@@ -47,12 +47,12 @@ def decoder_weights(decoder: nn.TransformerDecoder, pack: bool) -> List[LayerWei
         layers.append(
             LayerWeights(
                 linear(self_attn.in_proj_weight, self_attn.in_proj_bias),
-                linear(self_attn.out_proj.weight, self_attn.out_proj.bias),
+                Linear.of(self_attn.out_proj, pack),
                 linear(cross_attn.in_proj_weight[:width], cross_attn.in_proj_bias[:width]),
                 linear(cross_attn.in_proj_weight[width:], cross_attn.in_proj_bias[width:]),
-                linear(cross_attn.out_proj.weight, cross_attn.out_proj.bias),
-                linear(layer.linear1.weight, layer.linear1.bias),
-                linear(layer.linear2.weight, layer.linear2.bias),
+                Linear.of(cross_attn.out_proj, pack),
+                Linear.of(layer.linear1, pack),
+                Linear.of(layer.linear2, pack),
             )
         )
     return layers

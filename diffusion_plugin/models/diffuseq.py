@@ -121,11 +121,10 @@ class DiffuSeqModel(DiffusionModel):
         return {**super().decoding_state(encoder_out, per_source), "weights": self.decoding_weights()}
 
     def pack_weights(self, pack: bool) -> DecodingWeights:
-        linear = partial(Linear, pack=pack)
         return DecodingWeights(
-            linear(self.proj_in.weight, self.proj_in.bias),
+            Linear.of(self.proj_in, pack),
             encoder_weights(self.transformer, pack),
-            linear(self.proj_out.weight, self.proj_out.bias),
+            Linear.of(self.proj_out, pack),
         )
 
     def denoise(

@@ -151,13 +151,12 @@ class DiffusionTransformerModel(DiffusionModel):
         }
 
     def pack_weights(self, pack: bool) -> DecodingWeights:
-        linear = partial(Linear, pack=pack)
         return DecodingWeights(
-            linear(self.encoder_in.weight, self.encoder_in.bias),
+            Linear.of(self.encoder_in, pack),
             encoder_weights(self.encoder, pack),
-            linear(self.decoder_in.weight, self.decoder_in.bias),
+            Linear.of(self.decoder_in, pack),
             decoder_weights(self.decoder, pack),
-            linear(self.decoder_out.weight, self.decoder_out.bias),
+            Linear.of(self.decoder_out, pack),
         )
 
     def denoise(

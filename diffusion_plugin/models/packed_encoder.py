@@ -7,7 +7,6 @@ row-major weights through the BLAS. The encoder-decoder model runs it once per b
 runs it at every reverse step. The attention and feed-forward blocks are shared with the
 cached decoder.
 """
-from functools import partial
 from typing import Callable, List, NamedTuple, Optional
 
 import torch.nn as nn
@@ -29,13 +28,12 @@ class EncoderLayerWeights(NamedTuple):
 def encoder_weights(encoder: nn.TransformerEncoder, pack: bool) -> List[EncoderLayerWeights]:
     """Per layer, its linear maps; with ``pack``, packed for oneDNN on a CPU (a constant
     snapshot of the current parameters)."""
-    linear = partial(Linear, pack=pack)
     return [
         EncoderLayerWeights(
-            linear(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias),
-            linear(layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
-            linear(layer.linear1.weight, layer.linear1.bias),
-            linear(layer.linear2.weight, layer.linear2.bias),
+            Linear(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias, pack),
+            Linear.of(layer.self_attn.out_proj, pack),
+            Linear.of(layer.linear1, pack),
+            Linear.of(layer.linear2, pack),
         )
         for layer in encoder.layers
     ]

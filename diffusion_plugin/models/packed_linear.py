@@ -10,6 +10,7 @@ float32 1.3-2.3x and bfloat16 1.1-1.5x faster than ``F.linear`` (slower for a si
 from typing import Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -39,6 +40,11 @@ class Linear:
         if self.packed:  # a constant copy (no gradient)
             self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
             self.bias = None if bias is None else bias.detach()
+
+    @classmethod
+    def of(cls, module: nn.Linear, pack: bool) -> "Linear":
+        """The map of an ``nn.Linear``."""
+        return cls(module.weight, module.bias, pack)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed:
