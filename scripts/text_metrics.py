@@ -18,9 +18,6 @@ from pathlib import Path
 from statistics import mean
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nltk.translate.bleu_score import SmoothingFunction
-from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
-from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU
 
 if importlib.util.find_spec("diffusion_plugin") is None:  # not installed: run from a checkout
@@ -102,11 +99,16 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: 
 def sentence_bleu(hypothesis: str, reference: str) -> float:
     """DiffuSeq's sentence BLEU: NLTK ``sentence_bleu`` with uniform BLEU-1..4 weights and Chen &
     Cherry's smoothing method 4 (short hypotheses get smaller pseudo-counts); empty scores 0."""
+    from nltk.translate.bleu_score import SmoothingFunction  # only here: bleu.py needs sacrebleu alone
+    from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
+
     return float(nltk_sentence_bleu([reference.split()], hypothesis.split(), smoothing_function=SmoothingFunction().method4))
 
 
 def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> List[float]:
     """ROUGE-L F-measure per pair (``rouge-score``: lower-cased alphanumeric tokens, no stemming)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
     scorer = RougeScorer(["rougeL"], use_stemmer=False)
     return [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references)]
 
