@@ -17,7 +17,13 @@ from torch import Tensor
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from .diffusion.samplers import ddim_step, ddpm_step, prior_step, respaced_timesteps
+from .diffusion.samplers import (
+    Transition,
+    ddim_transition,
+    ddpm_transition,
+    prior_transition,
+    respaced_timesteps,
+)
 from .diffusion.selection import mbr_utilities
 
 logger = logging.getLogger(__name__)
@@ -215,12 +221,16 @@ class DiffusionGenerator:
         it) and their log-probabilities (``round_rows``, without the full log-softmax) at the
         positions outside ``padding_mask`` (padding there, score 0), computed over row chunks of
         at most ROUNDING_CHUNK logits (cache-sized on a CPU, where the passes over one [N·L, V]
-        tensor would cost as much as the product)."""
+        tensor would cost as much as the product). Without padding (a source decoded alone at
+        b = 1) the rows are neither gathered nor scattered back."""
+        padded = bool(padding_mask.any())
         keep = ~padding_mask
-        rows = z0_hat[keep]
+        rows = z0_hat[keep] if padded else z0_hat.reshape(-1, z0_hat.size(-1))
         budget = ROUNDING_CHUNK.get(rows.device.type, ROUNDING_CHUNK["cuda"])
         chunk = max(1, budget // self.model.embed.weight.size(0))
         kept_tokens, kept_scores = zip(*(self.round_rows(part) for part in rows.split(chunk)))
+        if not padded:
+            return torch.cat(kept_tokens).view(padding_mask.shape), torch.cat(kept_scores).view(padding_mask.shape)
         tokens = padding_mask.new_full(padding_mask.shape, self.pad, dtype=torch.long)
         scores = z0_hat.new_zeros(padding_mask.shape, dtype=torch.float)
         tokens[keep], scores[keep] = torch.cat(kept_tokens), torch.cat(kept_scores)
@@ -258,20 +268,37 @@ class DiffusionGenerator:
             dtype,
         )
 
-    def step(self, z: Tensor, z0_hat: Tensor, k: int, signal: Tensor, noise_var: Tensor, padding_mask: Tensor) -> Tensor:
-        """One reverse step from τ_k to τ_{k+1} (descending order)."""
-        cfg = self.cfg
-        prior = cfg["prior_sampling_prob"] > 0 and k < cfg["prior_sampling_until"] * (len(self.timesteps) - 1)
-        stochastic = cfg["decoding_sampler"] == "ddpm" or cfg["ddim_eta"] > 0 or prior
-        noise = torch.randn_like(z) if stochastic else None
-        coefficients = (signal[k], noise_var[k], signal[k + 1], noise_var[k + 1])
-        if cfg["decoding_sampler"] == "ddim":
-            out = ddim_step(z, z0_hat, *coefficients, cfg["ddim_eta"], noise)
+    def transitions(self, signal: Tensor, noise_var: Tensor) -> Tuple[Transition, Optional[Transition]]:
+        """The coefficients of every reverse step τ_k → τ_{k+1} of the chain (DDPM posterior or
+        DDIM) and of its prior-sampling alternative (None without --prior-sampling-prob),
+        computed once per batch from ``chain_coefficients``."""
+        steps = (signal[:-1], noise_var[:-1], signal[1:], noise_var[1:])
+        if self.cfg["decoding_sampler"] == "ddim":
+            chain = ddim_transition(*steps, self.cfg["ddim_eta"])
         else:
-            out = ddpm_step(z, z0_hat, *coefficients, noise)
-        if prior:
+            chain = ddpm_transition(*steps)
+        prior = prior_transition(signal[1:], noise_var[1:]) if self.cfg["prior_sampling_prob"] > 0 else None
+        return chain, prior
+
+    def step(
+        self,
+        z: Tensor,
+        z0_hat: Tensor,
+        k: int,
+        transitions: Tuple[Transition, Optional[Transition]],
+        padding_mask: Tensor,
+    ) -> Tensor:
+        """One reverse step from τ_k to τ_{k+1} (descending order); with prior sampling (during
+        the first p2 of the steps) each candidate takes the prior step with probability p1."""
+        cfg = self.cfg
+        chain, prior = transitions
+        prior_now = prior is not None and k < cfg["prior_sampling_until"] * (len(self.timesteps) - 1)
+        stochastic = cfg["decoding_sampler"] == "ddpm" or cfg["ddim_eta"] > 0 or prior_now
+        noise = torch.randn_like(z) if stochastic else None
+        out = chain.at(k).apply(z, z0_hat, noise)
+        if prior_now:
             use_prior = torch.rand(z.size(0), 1, 1, device=z.device) < cfg["prior_sampling_prob"]
-            out = torch.where(use_prior, prior_step(z0_hat, signal[k + 1], noise_var[k + 1], noise), out)
+            out = torch.where(use_prior, prior.at(k).apply(z, z0_hat, noise), out)
         return out.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
     def slices(self, src_tokens: Tensor) -> List[Tensor]:
@@ -318,7 +345,7 @@ class DiffusionGenerator:
 
         steps = cfg["decoding_steps"] - cfg["early_stopping_steps"]
         timesteps = self.timesteps.to(z.device)
-        signal, noise_var = self.chain_coefficients(timesteps, length, dtype)
+        transitions = self.transitions(*self.chain_coefficients(timesteps, length, dtype))
         z0_hat: Optional[Tensor] = None
         history: List[Tensor] = []
         for k in range(steps):
@@ -332,7 +359,7 @@ class DiffusionGenerator:
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens)
             if k + 1 < steps:
-                z = self.step(z, z0_hat, k, signal, noise_var, padding_mask)
+                z = self.step(z, z0_hat, k, transitions, padding_mask)
         trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]
         lengths, cut = self.output_lengths(tokens, lengths)
         if cut.any():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from diffusion_plugin.diffusion.samplers import respaced_timesteps
 from diffusion_plugin.diffusion.schedules import alphas_cumprod
 from diffusion_plugin import generator as generator_module
 from diffusion_plugin.generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator, check_decoding
@@ -144,6 +145,37 @@ def test_ddim_with_every_step_matches_the_closed_form(monkeypatch, model, factor
         sigma_t, sigma_s = factor * math.sqrt(1 - alpha_bar[t]), factor * math.sqrt(1 - alpha_bar[s])
         eps = (z_t - math.sqrt(alpha_bar[t]) * z0_hat) / sigma_t
         expected = math.sqrt(alpha_bar[s]) * z0_hat + sigma_s * eps
+        torch.testing.assert_close(calls[k + 1]["z_t"].double(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("p1", [0.0, 1.0])
+def test_prior_sampling_steps_from_the_prior_during_the_first_p2_of_the_chain(monkeypatch, model, p1):
+    """SeqDiffuSeq App. E with p1 = 1, p2 = 0.5, K = 4: steps k < 2 draw z_s = sqrt(ᾱ_s) ẑ_0 + sqrt(1 − ᾱ_s) ε
+    whatever z_t, the later ones are the sampler's (DDIM, η = 0); p1 = 0 is DDIM throughout."""
+    calls = record_denoise(monkeypatch, model)
+    draws: List[Tensor] = []
+
+    def randn_like(x: Tensor, **kwargs: Any) -> Tensor:
+        draws.append(torch.randn(x.shape, generator=torch.Generator().manual_seed(len(draws)), dtype=x.dtype))
+        return draws[-1]
+
+    monkeypatch.setattr(torch, "randn_like", randn_like)
+    gen = generator(
+        model, decoding_steps=4, decoding_sampler="ddim", target_length=4,
+        prior_sampling_prob=p1, prior_sampling_until=0.5,
+    )
+    gen.generate([model], SAMPLE)
+    taus = respaced_timesteps(T, 4).tolist()
+    assert [int(c["t"][0]) for c in calls] == taus[:4]
+    assert len(draws) == (2 if p1 > 0 else 0)  # noise only while prior sampling may happen (k = 0, 1)
+    alpha_bar = alphas_cumprod("sqrt", T)
+    for k in range(3):
+        t, s = taus[k], taus[k + 1]
+        z_t, z0_hat = calls[k]["z_t"].double(), calls[k]["out"].double()
+        eps = (z_t - math.sqrt(alpha_bar[t]) * z0_hat) / math.sqrt(1 - alpha_bar[t])
+        expected = math.sqrt(alpha_bar[s]) * z0_hat + math.sqrt(1 - alpha_bar[s]) * eps  # DDIM
+        if p1 == 1.0 and k < 2:
+            expected = math.sqrt(alpha_bar[s]) * z0_hat + math.sqrt(1 - alpha_bar[s]) * draws[k].double()
         torch.testing.assert_close(calls[k + 1]["z_t"].double(), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -434,7 +466,7 @@ def test_rounding_scores_are_log_softmax_at_the_argmax(model):
 def test_rounding_in_chunks_equals_the_whole_product(monkeypatch, model):
     """Rows rounded in chunks of ROUNDING_CHUNK logits: same tokens and log-probabilities as
     argmax / log-softmax of the whole [N, L, V] product (special symbols excluded) outside the
-    padding, where the token is padding and the score 0."""
+    padding, where the token is padding and the score 0; the same without padding."""
     z0_hat = torch.randn(3, 5, LATENT) * 3
     padding_mask = torch.arange(5) >= torch.tensor([[5], [2], [4]])
     logits = model.logits(z0_hat)
@@ -446,3 +478,7 @@ def test_rounding_in_chunks_equals_the_whole_product(monkeypatch, model):
     assert torch.equal(tokens[~padding_mask], expected.indices[~padding_mask])
     assert torch.allclose(scores[~padding_mask], expected.values[~padding_mask], atol=1e-5)
     assert (tokens[padding_mask] == PAD).all() and (scores[padding_mask] == 0).all()
+    # no padding anywhere (every batch of one source with b = 1): the rows are not gathered
+    full_tokens, full_scores = generator(model).round(z0_hat, torch.zeros(3, 5, dtype=torch.bool))
+    assert torch.equal(full_tokens, expected.indices) and full_scores.dtype == torch.float
+    assert torch.allclose(full_scores, expected.values, atol=1e-5)

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from diffusion_plugin.diffusion.samplers import (
-    ddim_step,
-    ddpm_step,
+    Transition,
+    ddim_transition,
+    ddpm_transition,
     posterior,
+    prior_transition,
     q_sample,
     respaced_timesteps,
 )
@@ -53,9 +55,9 @@ def test_last_step_returns_prediction():
     z_t, z0_hat = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
     one, zero = torch.tensor(1.0), torch.tensor(0.0)
     signal_t, noise_t = torch.tensor(0.7), torch.tensor(0.3)
-    out = ddpm_step(z_t, z0_hat, signal_t, noise_t, one, zero, torch.randn_like(z_t))
+    out = ddpm_transition(signal_t, noise_t, one, zero).apply(z_t, z0_hat, torch.randn_like(z_t))
     torch.testing.assert_close(out, z0_hat)
-    out = ddim_step(z_t, z0_hat, signal_t, noise_t, one, zero, 0.0, None)
+    out = ddim_transition(signal_t, noise_t, one, zero, 0.0).apply(z_t, z0_hat, None)
     torch.testing.assert_close(out, z0_hat)
 
 
@@ -64,13 +66,36 @@ def test_ddim_eta_zero_is_deterministic_closed_form_and_eta_one_is_ddpm():
     z_t, z0_hat = torch.randn(5, 8), torch.randn(5, 8)
     t, s = 200, 150
     a_t, a_s = abar[t], abar[s]
-    out = ddim_step(z_t, z0_hat, a_t, 1 - a_t, a_s, 1 - a_s, 0.0, torch.randn(5, 8))
+    deterministic = ddim_transition(a_t, 1 - a_t, a_s, 1 - a_s, 0.0)
+    assert deterministic.std.item() == 0.0
+    out = deterministic.apply(z_t, z0_hat, torch.randn(5, 8))
     eps = (z_t - a_t.sqrt() * z0_hat) / (1 - a_t).sqrt()
     torch.testing.assert_close(out, a_s.sqrt() * z0_hat + (1 - a_s).sqrt() * eps)
     noise = torch.randn(5, 8)
-    ddim = ddim_step(z_t, z0_hat, a_t, 1 - a_t, a_s, 1 - a_s, 1.0, noise)
-    ddpm = ddpm_step(z_t, z0_hat, a_t, 1 - a_t, a_s, 1 - a_s, noise)
+    ddim = ddim_transition(a_t, 1 - a_t, a_s, 1 - a_s, 1.0).apply(z_t, z0_hat, noise)
+    ddpm = ddpm_transition(a_t, 1 - a_t, a_s, 1 - a_s).apply(z_t, z0_hat, noise)
     torch.testing.assert_close(ddim, ddpm, atol=1e-5, rtol=1e-5)
+
+
+def test_transitions_stacked_over_steps_equal_each_step():
+    """A chain's transitions computed at once (dimension 0 = step) equal those of each step;
+    apply = c0·ẑ_0 + ct·z_t + std·ε in z_t's precision; the prior step ignores z_t."""
+    signal, noise = rescale(torch.from_numpy(alphas_cumprod("sqrt", 100)).float(), 4.0)
+    taus = respaced_timesteps(100, 5)
+    s, n = signal[taus].view(6, 1, 1), noise[taus].view(6, 1, 1)
+    stacked = ddpm_transition(s[:-1], n[:-1], s[1:], n[1:])
+    for k in range(5):
+        one = ddpm_transition(s[k], n[k], s[k + 1], n[k + 1])
+        assert all(torch.equal(a, b) for a, b in zip(stacked.at(k), one))
+    z_t, z0_hat, eps = torch.randn(2, 3, 4), torch.randn(2, 3, 4).bfloat16(), torch.randn(2, 3, 4)
+    step = Transition(torch.tensor(0.5), torch.tensor(2.0), torch.tensor(0.25))
+    out = step.apply(z_t, z0_hat, eps)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, 0.5 * z0_hat.float() + 2.0 * z_t + 0.25 * eps)
+    prior = prior_transition(s[3], n[3])
+    torch.testing.assert_close(
+        prior.apply(z_t, z0_hat.float(), eps), q_sample(z0_hat.float(), s[3], n[3], eps)
+    )
 
 
 def test_respacing_keeps_alpha_bar_at_chosen_steps():

@@ -7,7 +7,7 @@ named schedules, rescaled schedules and per-position (adaptive) tables.  The mar
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -50,45 +50,47 @@ def posterior(
     return c0, ct, transition_var * noise_s / noise_t
 
 
-def ddpm_step(
-    z_t: Tensor,
-    z0_hat: Tensor,
-    signal_t: Tensor,
-    noise_t: Tensor,
-    signal_s: Tensor,
-    noise_s: Tensor,
-    noise: Optional[Tensor],
-) -> Tensor:
+class Transition(NamedTuple):
+    """One reverse step as an affine map of (ẑ_0, z_t) plus noise: z_s = c0·ẑ_0 + ct·z_t + std·ε.
+
+    Every sampler below has this form, so a chain computes the coefficients of all its steps
+    at once and each step costs three multiply-adds."""
+
+    c0: Tensor
+    ct: Tensor
+    std: Tensor
+
+    def at(self, k: int) -> "Transition":
+        """Step ``k`` of transitions stacked over the steps of a chain (dimension 0)."""
+        return Transition(self.c0[k], self.ct[k], self.std[k])
+
+    def apply(self, z_t: Tensor, z0_hat: Tensor, noise: Optional[Tensor]) -> Tensor:
+        """z_s in the precision of z_t (ẑ_0 may come from a half-precision network)."""
+        out = torch.addcmul(self.ct * z_t, self.c0, z0_hat.to(z_t.dtype))
+        return out if noise is None else out.addcmul_(self.std, noise)
+
+
+def ddpm_transition(signal_t: Tensor, noise_t: Tensor, signal_s: Tensor, noise_s: Tensor) -> Transition:
     """Ancestral step z_s ~ N(c0·ẑ_0 + ct·z_t, var) of the (respaced) posterior."""
     c0, ct, var = posterior(signal_t, noise_t, signal_s, noise_s)
-    mean = c0 * z0_hat + ct * z_t
-    return mean if noise is None else mean + var.sqrt() * noise
+    return Transition(c0, ct, var.sqrt())
 
 
-def ddim_step(
-    z_t: Tensor,
-    z0_hat: Tensor,
-    signal_t: Tensor,
-    noise_t: Tensor,
-    signal_s: Tensor,
-    noise_s: Tensor,
-    eta: float,
-    noise: Optional[Tensor],
-) -> Tensor:
-    """DDIM: ε̂ = (z_t − a_t ẑ_0) / σ_t;  z_s = a_s ẑ_0 + sqrt(σ_s² − c²) ε̂ + c ε.
+def ddim_transition(
+    signal_t: Tensor, noise_t: Tensor, signal_s: Tensor, noise_s: Tensor, eta: float
+) -> Transition:
+    """DDIM: ε̂ = (z_t − a_t ẑ_0) / σ_t;  z_s = a_s ẑ_0 + sqrt(σ_s² − c²) ε̂ + c ε, that is
+    ct = sqrt(σ_s² − c²) / σ_t and c0 = a_s − ct·a_t.
 
     c = η · sqrt(posterior variance) (= η sqrt(β̄_s/β̄_t) sqrt(1 − ᾱ_t/ᾱ_s) when ᾱ + β̄ = 1);
     η = 0 is deterministic and η = 1 is the DDPM posterior.
     """
-    eps_hat = (z_t - signal_t.sqrt() * z0_hat) / noise_t.sqrt()
     _, _, var = posterior(signal_t, noise_t, signal_s, noise_s)
     sigma_sq = eta**2 * var
-    out = signal_s.sqrt() * z0_hat + (noise_s - sigma_sq).clamp(min=0.0).sqrt() * eps_hat
-    if noise is not None and eta > 0:
-        out = out + sigma_sq.sqrt() * noise
-    return out
+    ct = (noise_s - sigma_sq).clamp(min=0.0).sqrt() / noise_t.sqrt()
+    return Transition(signal_s.sqrt() - ct * signal_t.sqrt(), ct, sigma_sq.sqrt())
 
 
-def prior_step(z0_hat: Tensor, signal_s: Tensor, noise_s: Tensor, noise: Tensor) -> Tensor:
-    """SeqDiffuSeq App. E prior sampling: z_s ~ N(sqrt(ᾱ_s) ẑ_0, β̄_s I)."""
-    return q_sample(z0_hat, signal_s, noise_s, noise)
+def prior_transition(signal_s: Tensor, noise_s: Tensor) -> Transition:
+    """SeqDiffuSeq App. E prior sampling: z_s ~ N(sqrt(ᾱ_s) ẑ_0, β̄_s I), whatever z_t."""
+    return Transition(signal_s.sqrt(), torch.zeros_like(signal_s), noise_s.sqrt())
