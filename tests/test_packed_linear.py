@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_plugin.models.packed_linear import Linear, can_pack
+from diffusion_plugin.models.packed_linear import Linear, activation_name, can_pack
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
@@ -38,3 +38,24 @@ def test_what_packs():
     assert not can_pack(torch.randn(4, 4, dtype=torch.float64))
     assert not Linear(torch.randn(4, 4, dtype=torch.float64)).packed
     assert can_pack(torch.randn(4, 4)) == torch.backends.mkldnn.is_available()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_fused_activation_equals_the_activation_after_the_map(dtype, tolerance, activation):
+    """ffn_in = act(x·Wᵀ + b), fused into the packed map (oneDNN post-op; erf GELU), or applied
+    after F.linear unpacked; a transformer layer's activation function maps to its name."""
+    torch.manual_seed(0)
+    weight, bias, x = torch.randn(96, 64, dtype=dtype), torch.randn(96, dtype=dtype), torch.randn(13, 64, dtype=dtype)
+    fn = {"relu": F.relu, "gelu": F.gelu}[activation]
+    expected = fn(F.linear(x, weight, bias).float())
+    for pack in (True, False):
+        out = Linear(weight, bias, pack, activation)(x)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), expected, atol=tolerance * 64, rtol=tolerance)
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, activation=activation)
+    assert activation_name(layer.activation) == activation
+    with pytest.raises(ValueError, match="no fused form of the activation"):
+        activation_name(torch.tanh)
+    with pytest.raises(ValueError, match=r"activation must be None or one of \['gelu', 'relu'\], got 'silu'"):
+        Linear(weight, bias, activation="silu")

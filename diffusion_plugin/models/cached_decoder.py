@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .packed_encoder import feed_forward, merge_heads, self_attention, split_heads
-from .packed_linear import Linear
+from .packed_linear import Linear, activation_name
 
 KeyValues = List[Tuple[Tensor, Tensor]]
 
@@ -51,7 +51,7 @@ def decoder_weights(decoder: nn.TransformerDecoder, pack: bool) -> List[LayerWei
                 linear(cross_attn.in_proj_weight[:width], cross_attn.in_proj_bias[:width]),
                 linear(cross_attn.in_proj_weight[width:], cross_attn.in_proj_bias[width:]),
                 Linear.of(cross_attn.out_proj, pack),
-                Linear.of(layer.linear1, pack),
+                Linear.of(layer.linear1, pack, activation_name(layer.activation)),
                 Linear.of(layer.linear2, pack),
             )
         )
@@ -96,5 +96,5 @@ def cached_decoder_forward(
         out = F.scaled_dot_product_attention(q, k_mem, v_mem, memory_keep)
         h = h + w.cross_out(merge_heads(out).reshape(rows, length, width))
 
-        h = h + feed_forward(layer.norm3(h), w.ffn_in, w.ffn_out, layer.activation)
+        h = h + feed_forward(layer.norm3(h), w.ffn_in, w.ffn_out)
     return decoder.norm(h)

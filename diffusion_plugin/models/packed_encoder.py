@@ -7,13 +7,13 @@ row-major weights through the BLAS. The encoder-decoder model runs it once per b
 runs it at every reverse step. The attention and feed-forward blocks are shared with the
 cached decoder.
 """
-from typing import Callable, List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_linear import Linear
+from .packed_linear import Linear, activation_name
 
 
 class EncoderLayerWeights(NamedTuple):
@@ -32,7 +32,7 @@ def encoder_weights(encoder: nn.TransformerEncoder, pack: bool) -> List[EncoderL
         EncoderLayerWeights(
             Linear(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias, pack),
             Linear.of(layer.self_attn.out_proj, pack),
-            Linear.of(layer.linear1, pack),
+            Linear.of(layer.linear1, pack, activation_name(layer.activation)),
             Linear.of(layer.linear2, pack),
         )
         for layer in encoder.layers
@@ -61,8 +61,9 @@ def self_attention(x: Tensor, qkv: Linear, out: Linear, heads: int, keep: Tensor
     return out(merge_heads(attended))
 
 
-def feed_forward(x: Tensor, ffn_in: Linear, ffn_out: Linear, activation: Callable[[Tensor], Tensor]) -> Tensor:
-    return ffn_out(activation(ffn_in(x)))
+def feed_forward(x: Tensor, ffn_in: Linear, ffn_out: Linear) -> Tensor:
+    """W₂ act(W₁ x + b₁) + b₂ (``ffn_in`` applies the activation)."""
+    return ffn_out(ffn_in(x))
 
 
 def packed_encoder_forward(
@@ -76,5 +77,5 @@ def packed_encoder_forward(
     keep = None if padding_mask is None else (~padding_mask)[:, None, None, :]
     for layer, w in zip(encoder.layers, weights):
         x = x + self_attention(layer.norm1(x), w.qkv, w.out, layer.self_attn.num_heads, keep)
-        x = x + feed_forward(layer.norm2(x), w.ffn_in, w.ffn_out, layer.activation)
+        x = x + feed_forward(layer.norm2(x), w.ffn_in, w.ffn_out)
     return x if encoder.norm is None else encoder.norm(x)

@@ -4,10 +4,11 @@ A reverse process applies the same decoder weights K times per batch. On a CPU, 
 hands every product to the BLAS with the row-major weight; oneDNN's inner product can read a
 weight reordered once into its blocked layout instead (what ``torch.compile`` does with frozen
 weights). y = x·Wᵀ + b either way; only the summation order, hence float rounding, differs.
+A feed-forward block's activation is fused into its first map (a oneDNN post-op) when packed.
 Measured on an AVX-512 EPYC core at decoding shapes (13 to 1000 rows, widths 256 to 1024):
 float32 1.3-2.3x and bfloat16 1.1-1.5x faster than ``F.linear`` (slower for a single row).
 """
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -15,6 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 PACKED_DTYPES = (torch.float32, torch.bfloat16)
+ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}  # gelu: erf form
+
+
+def activation_name(activation: Callable[[Tensor], Tensor]) -> str:
+    """The ACTIVATIONS name of a transformer layer's ``activation`` function."""
+    for name, fn in ACTIVATIONS.items():
+        if activation is fn:
+            return name
+    raise ValueError(f"no fused form of the activation {activation!r}: one of {sorted(ACTIVATIONS)}")
 
 
 def can_pack(weight: Tensor) -> bool:
@@ -28,13 +38,19 @@ def can_pack(weight: Tensor) -> bool:
 
 
 class Linear:
-    """y = x·Wᵀ + b with W [out, in] packed for oneDNN where ``can_pack`` (else ``F.linear``).
+    """y = act(x·Wᵀ + b) with W [out, in] packed for oneDNN where ``can_pack`` (else ``F.linear``);
+    ``activation``: None (identity) or a name of ACTIVATIONS.
 
     The packed copy is a snapshot: build a new one when the weights change."""
 
-    __slots__ = ("weight", "bias", "packed")
+    __slots__ = ("weight", "bias", "packed", "activation")
 
-    def __init__(self, weight: Tensor, bias: Optional[Tensor] = None, pack: bool = True) -> None:
+    def __init__(
+        self, weight: Tensor, bias: Optional[Tensor] = None, pack: bool = True, activation: Optional[str] = None
+    ) -> None:
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be None or one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         self.packed = pack and can_pack(weight)
         self.weight, self.bias = weight, bias  # unpacked: the parameters themselves (autograd)
         if self.packed:  # a constant copy (no gradient)
@@ -42,11 +58,13 @@ class Linear:
             self.bias = None if bias is None else bias.detach()
 
     @classmethod
-    def of(cls, module: nn.Linear, pack: bool) -> "Linear":
-        """The map of an ``nn.Linear``."""
-        return cls(module.weight, module.bias, pack)
+    def of(cls, module: nn.Linear, pack: bool, activation: Optional[str] = None) -> "Linear":
+        """The map of an ``nn.Linear`` (followed by ``activation``)."""
+        return cls(module.weight, module.bias, pack, activation)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+            attr, algorithm = ("none", "") if self.activation is None else (self.activation, "none")
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
+        y = F.linear(x, self.weight, self.bias)
+        return y if self.activation is None else ACTIVATIONS[self.activation](y)
