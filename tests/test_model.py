@@ -152,17 +152,20 @@ def test_encoder_is_invariant_to_left_padding():
     torch.testing.assert_close(model.length_logits(long), model.length_logits(short), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_cached_cross_attention_decoding_equals_the_module_forward(activation):
+@pytest.mark.parametrize("activation, padded", [("relu", True), ("gelu", True), ("relu", False)])
+def test_cached_cross_attention_decoding_equals_the_module_forward(activation, padded):
     """decoding_state's cached keys/values, shared by 3 candidates per source as one query
-    sequence, give the nn.TransformerDecoder result of the repeated encoder states."""
+    sequence, give the nn.TransformerDecoder result of the repeated encoder states (with padded
+    sources and candidates, and without any padding: attention without masks)."""
     torch.manual_seed(0)
     model = make_model(decoder_layers=2, activation_fn=activation, self_cond=True).eval()
-    src, _, _ = batch(model, lengths=(6, 3))  # the second source is padded
+    src, _, _ = batch(model, lengths=(6, 3) if padded else (6, 6))  # (6, 3): the second is padded
     enc = model.encode(src)
+    assert bool(enc["padding_mask"].any()) == padded
     z = torch.randn(6, 5, 8)
     mask = torch.zeros(6, 5, dtype=torch.bool)
-    mask[1, 3:] = mask[4, 1:] = True  # candidates of different lengths
+    if padded:
+        mask[1, 3:] = mask[4, 1:] = True  # candidates of different lengths
     t, prev = torch.tensor([20]), torch.randn(6, 5, 8)
     with torch.no_grad():
         state = model.decoding_state(enc, per_source=3)
@@ -177,13 +180,13 @@ def test_cached_cross_attention_decoding_equals_the_module_forward(activation):
     torch.testing.assert_close(cached[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_packed_encoder_equals_the_module_forward(activation):
+@pytest.mark.parametrize("activation, lengths", [("relu", (6, 3)), ("gelu", (6, 3)), ("relu", (4, 4))])
+def test_packed_encoder_equals_the_module_forward(activation, lengths):
     """Decoding (eval, no grad) encodes with the packed linear maps: same states as
-    nn.TransformerEncoder at the real positions."""
+    nn.TransformerEncoder at the real positions (also without padding: no attention mask)."""
     torch.manual_seed(0)
     model = make_model(encoder_layers=2, activation_fn=activation).eval()
-    src, _, _ = batch(model, lengths=(6, 3))
+    src, _, _ = batch(model, lengths=lengths)
     with torch.no_grad():
         packed = model.encode(src)
     expected = model.encode(src)  # gradients on: the module forward

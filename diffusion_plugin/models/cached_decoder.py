@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_encoder import feed_forward, merge_heads, self_attention, split_heads
+from .packed_encoder import attended_keys, feed_forward, merge_heads, self_attention, split_heads
 from .packed_linear import Linear, activation_name
 
 KeyValues = List[Tuple[Tensor, Tensor]]
@@ -85,8 +85,8 @@ def cached_decoder_forward(
     rows, length, width = h.shape
     sources = memory_padding_mask.size(0)
     per_source = rows // sources
-    self_keep = (~padding_mask)[:, None, None, :]  # [B·b, 1, 1, L], True = attend
-    memory_keep = (~memory_padding_mask)[:, None, None, :]  # [B, 1, 1, S]
+    self_keep = attended_keys(padding_mask)  # [B·b, 1, 1, L], True = attend
+    memory_keep = attended_keys(memory_padding_mask)  # [B, 1, 1, S]
     for layer, w, (k_mem, v_mem) in zip(decoder.layers, weights, cache):
         heads = layer.self_attn.num_heads
         h = h + self_attention(layer.norm1(h), w.self_qkv, w.self_out, heads, self_keep)
