@@ -331,23 +331,30 @@ def test_seed_reproduces_and_another_seed_differs(model):
     assert run(12) != first
 
 
-def test_half_precision_decoding_keeps_the_schedule_in_float64(monkeypatch, model):
-    """fairseq-generate --bf16 casts the model (``prepare_for_inference_``): the network runs in
-    bfloat16, the chain z_τ in float32, the ᾱ table stays float64, and the candidates get the
-    float32 model's (well-separated) lengths."""
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_decoding_keeps_the_schedule_in_float64(monkeypatch, model, precision):
+    """fairseq-generate --bf16 casts the model (``prepare_for_inference_``), --fp16 calls
+    ``model.half()`` (fp16 runs on a CPU too, slowly: the dtype handling a GPU sees): the network
+    runs in half precision, the chain z_τ in float32, the ᾱ table stays float64, and the
+    candidates get the float32 model's (well-separated) lengths."""
     favour_offsets(model, [2, -1])
     gen = generator(model, decoding_steps=4, length_beam=2, noise_beam=2, decoding_sampler="ddim")
     torch.manual_seed(3)
     full = gen.generate([model], SAMPLE)
-    cfg = SimpleNamespace(common=SimpleNamespace(bf16=True, fp16=False), generation=SimpleNamespace())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    cfg = SimpleNamespace(
+        common=SimpleNamespace(bf16=precision == "bf16", fp16=precision == "fp16"), generation=SimpleNamespace()
+    )
+    if precision == "fp16":
+        model.half()  # what fairseq-generate does for --fp16
     model.prepare_for_inference_(cfg)
     assert model.schedule.alpha_bar_table.dtype == torch.float64
-    assert model.decoder_in.weight.dtype == torch.bfloat16
+    assert model.decoder_in.weight.dtype == dtype
     calls = record_denoise(monkeypatch, model)
     torch.manual_seed(3)
     half = gen.generate([model], SAMPLE)
     assert {c["z_t"].dtype for c in calls} == {torch.float32}
-    assert {c["out"].dtype for c in calls} == {torch.bfloat16}
+    assert {c["out"].dtype for c in calls} == {dtype}
     both = SimpleNamespace(common=SimpleNamespace(bf16=True, fp16=True), generation=SimpleNamespace())
     with pytest.raises(ValueError, match="--bf16 and --fp16 exclude each other"):
         model.prepare_for_inference_(both)
