@@ -169,7 +169,8 @@ def test_cached_cross_attention_decoding_equals_the_module_forward(activation, p
     t, prev = torch.tensor([20]), torch.randn(6, 5, 8)
     with torch.no_grad():
         state = model.decoding_state(enc, per_source=3)
-    assert set(state) == {"padding_mask", "cross_attention", "weights"}
+    assert set(state) == {"padding_mask", "memory_keep", "cross_attention", "weights"}
+    assert (state["memory_keep"] is None) == (not padded)  # no source padding: attention unmasked
     assert state["cross_attention"][0][0].shape == (2, 2, 6, 16)  # [B, H, S, d_h]: once per source
     assert state["weights"].decoder[0].ffn_in.packed == can_pack(model.decoder_in.weight)
     repeated = {k: v.repeat_interleave(3, dim=0) for k, v in enc.items()}

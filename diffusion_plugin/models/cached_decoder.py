@@ -11,7 +11,7 @@ parameters, packed once for oneDNN on a CPU (``decoder_weights``, see ``packed_l
 checkpoint decodes the same either way; training keeps torch's module forward.
 """
 from functools import partial
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -76,23 +76,21 @@ def cached_decoder_forward(
     h: Tensor,
     padding_mask: Tensor,
     cache: KeyValues,
-    memory_padding_mask: Tensor,
+    memory_keep: Optional[Tensor],
 ) -> Tensor:
     """Decoder(h) for h [B·b, L, W] (b rows per source, consecutive) against ``cache`` of B
-    sources, with the decoder's ``weights``; ``padding_mask`` [B·b, L] and ``memory_padding_mask``
-    [B, S] are True at padding. Equals ``decoder(h, memory, tgt_key_padding_mask=...,
+    sources, with the decoder's ``weights``; ``padding_mask`` [B·b, L] is True at padding,
+    ``memory_keep`` (``attended_keys`` of the sources' padding, computed once per batch) True
+    at the source positions to attend to. Equals ``decoder(h, memory, tgt_key_padding_mask=...,
     memory_key_padding_mask=...)`` in eval mode."""
     rows, length, width = h.shape
-    sources = memory_padding_mask.size(0)
-    per_source = rows // sources
     self_keep = attended_keys(padding_mask)  # [B·b, 1, 1, L], True = attend
-    memory_keep = attended_keys(memory_padding_mask)  # [B, 1, 1, S]
     for layer, w, (k_mem, v_mem) in zip(decoder.layers, weights, cache):
         heads = layer.self_attn.num_heads
         h = h + self_attention(layer.norm1(h), w.self_qkv, w.self_out, heads, self_keep)
 
         q = w.cross_q(layer.norm2(h))
-        q = split_heads(q.reshape(sources, per_source * length, width), heads)  # b candidates as one query
+        q = split_heads(q.reshape(k_mem.size(0), -1, width), heads)  # a source's b candidates: one query
         out = F.scaled_dot_product_attention(q, k_mem, v_mem, memory_keep)
         h = h + w.cross_out(merge_heads(out).reshape(rows, length, width))
 

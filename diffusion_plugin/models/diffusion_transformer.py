@@ -29,7 +29,7 @@ from .modules import (
     masked_mean,
     padded_positions,
 )
-from .packed_encoder import EncoderLayerWeights, encoder_weights, packed_encoder_forward
+from .packed_encoder import EncoderLayerWeights, attended_keys, encoder_weights, packed_encoder_forward
 from .packed_linear import Linear
 
 LENGTH_OFFSETS = 256  # classes for target length − source length in [−128, 127]
@@ -140,12 +140,13 @@ class DiffusionTransformerModel(DiffusionModel):
     # --- denoiser ---------------------------------------------------------------------------
 
     def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Any]:
-        """The source padding mask, every layer's cross-attention keys and values, computed
-        once per source and shared by its ``per_source`` candidates (``cached_decoder``), and the
-        linear maps (``decoding_weights``)."""
+        """The source padding mask and its attention mask, every layer's cross-attention keys and
+        values, computed once per source and shared by its ``per_source`` candidates
+        (``cached_decoder``), and the linear maps (``decoding_weights``)."""
         weights = self.decoding_weights()
         return {
             "padding_mask": encoder_out["padding_mask"],
+            "memory_keep": attended_keys(attention_padding_mask(encoder_out["padding_mask"])),
             "cross_attention": cross_attention_cache(self.decoder, weights.decoder, encoder_out["out"]),
             "weights": weights,
         }
@@ -190,7 +191,7 @@ class DiffusionTransformerModel(DiffusionModel):
             h,
             attention_padding_mask(padding_mask),
             encoder_out["cross_attention"],
-            attention_padding_mask(encoder_out["padding_mask"]),
+            encoder_out["memory_keep"],
         )
         return weights.decoder_out(h)
 
