@@ -5,7 +5,7 @@
 # Here, once (network; the trained checkpoint if there is one):
 #   bash bench/device_check.sh prepare [--checkpoint CKPT] [--data data-bin/multi30k_de_en]
 #       [--ref data-bin/multi30k_de_en_work/test.raw.en] [--python-version 3.12]
-#   -> .device/ (git-ignored through .git/info/exclude): wheels of fairseq and of what the image
+#   -> .device/ (in .gitignore): wheels of fairseq and of what the image
 #      lacks, the data-bin, the raw test references, the checkpoint without its optimizer state
 #      (~54 MB with the Multi30k small model; the device tool carries at most 64 MiB). Without
 #      --checkpoint, `run` times an untrained diffusion model of that size and skips BLEU.
@@ -35,7 +35,6 @@ prepare() {
   [ -z "$checkpoint" ] || [ -f "$checkpoint" ] || die "prepare: no checkpoint $checkpoint"
   [ -f "$data/dict.en.txt" ] || die "prepare: no data-bin at $data (scripts/prepare_multi30k.sh)"
   [ -f "$ref" ] || die "prepare: no reference file $ref"
-  grep -qx "/.device/" "$ROOT/.git/info/exclude" 2>/dev/null || echo "/.device/" >>"$ROOT/.git/info/exclude"
   rm -rf "$DEVICE_DIR" && mkdir -p "$DEVICE_DIR/wheels"
   # antlr4 4.9.3 (hydra-core's pin) exists only as an sdist: built here (pure Python)
   python3 -m pip wheel -q --no-deps -w "$DEVICE_DIR/wheels" antlr4-python3-runtime==4.9.3
