@@ -19,16 +19,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEVICE_DIR=$ROOT/.device
 SETTINGS=("10 1 1" "20 3 3")  # K, length beam, noise beam of the BLEU check
 die() { echo "device_check: $*" >&2; exit 2; }
+need() { [ "$1" -ge 2 ] || die "$2 needs a value"; }  # need $# FLAG: the flag has its value
 
 prepare() {
   local checkpoint="" data=$ROOT/data-bin/multi30k_de_en
   local ref=$ROOT/data-bin/multi30k_de_en_work/test.raw.en pyver=3.12
   while [ $# -gt 0 ]; do
     case $1 in
-      --checkpoint) checkpoint=$2; shift 2 ;;
-      --data) data=$2; shift 2 ;;
-      --ref) ref=$2; shift 2 ;;
-      --python-version) pyver=$2; shift 2 ;;
+      --checkpoint) need $# "$1"; checkpoint=$2; shift 2 ;;
+      --data) need $# "$1"; data=$2; shift 2 ;;
+      --ref) need $# "$1"; ref=$2; shift 2 ;;
+      --python-version) need $# "$1"; pyver=$2; shift 2 ;;
       *) die "prepare: unknown argument $1" ;;
     esac
   done
@@ -83,14 +84,15 @@ run() {
   local out="" sentences=64 precisions="fp16 fp32" device=cuda
   while [ $# -gt 0 ]; do
     case $1 in
-      --out) out=$2; shift 2 ;;
-      --sentences) sentences=$2; shift 2 ;;
-      --precisions) precisions=$2; shift 2 ;;
-      --device) device=$2; shift 2 ;;
+      --out) need $# "$1"; out=$2; shift 2 ;;
+      --sentences) need $# "$1"; sentences=$2; shift 2 ;;
+      --precisions) need $# "$1"; precisions=$2; shift 2 ;;
+      --device) need $# "$1"; device=$2; shift 2 ;;
       *) die "run: unknown argument $1" ;;
     esac
   done
   [ -n "$out" ] || die "run: --out DIR is required"
+  case $device in cuda | cpu) ;; *) die "run: --device must be cuda or cpu, got $device" ;; esac
   [ -d "$DEVICE_DIR/wheels" ] || die "run: no $DEVICE_DIR/wheels (bench/device_check.sh prepare, then carry .device)"
   mkdir -p "$out"
   exec > >(tee -a "$out/log.txt") 2>&1

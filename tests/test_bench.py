@@ -98,3 +98,30 @@ def test_step_time_reports_both_models_at_each_batch(data_bin, tmp_path):
     bad = subprocess.run([sys.executable, str(BENCH / "step_time.py"), "--data", str(data_bin)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--init-untrained" in bad.stderr
+
+
+def test_device_check_refuses_bad_calls_with_a_reason(tmp_path):
+    """bench/device_check.sh: usage, unknown flags, a missing checkpoint or data-bin, and `run`
+    without --out or without a prepared .device/ are refused with a message (exit 2), before any
+    download or install."""
+    script = str(BENCH / "device_check.sh")
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=60)
+
+    cases = [
+        ((), "usage: bash bench/device_check.sh {prepare|run}"),
+        (("prepare", "--bogus", "1"), "prepare: unknown argument --bogus"),
+        (("prepare", "--checkpoint", str(tmp_path / "none.pt")), f"prepare: no checkpoint {tmp_path / 'none.pt'}"),
+        (("prepare", "--data", str(tmp_path)), f"prepare: no data-bin at {tmp_path}"),
+        (("run",), "run: --out DIR is required"),
+        (("run", "--out", str(tmp_path / "out"), "--sentences"), "--sentences needs a value"),
+        (("run", "--out", str(tmp_path / "out"), "--device", "tpu"), "run: --device must be cuda or cpu, got tpu"),
+    ]
+    for args, message in cases:
+        result = call(*args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+    if not (BENCH.parent / ".device" / "wheels").is_dir():  # a checkout where prepare never ran
+        result = call("run", "--out", str(tmp_path / "out"))
+        assert result.returncode == 2 and "bench/device_check.sh prepare, then carry .device" in result.stderr
