@@ -17,6 +17,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEVICE_DIR=$ROOT/.device
+DEVICE_DATA=$DEVICE_DIR/data-bin DEVICE_CKPT=$DEVICE_DIR/checkpoint.pt DEVICE_REF=$DEVICE_DIR/test.ref
 SETTINGS=("10 1 1" "20 3 3")  # K, length beam, noise beam of the BLEU check
 die() { echo "device_check: $*" >&2; exit 2; }
 need() { [ "$1" -ge 2 ] || die "$2 needs a value"; }  # need $# FLAG: the flag has its value
@@ -45,22 +46,22 @@ prepare() {
     --implementation cp "${platforms[@]}" -d "$DEVICE_DIR/wheels" \
     ve-fairseq==0.12.3 bitarray==3.12.3 hydra-core==1.3.8 omegaconf==2.3.1 cffi==2.1.1 \
     sacremoses==0.2.0
-  cp -r "$data" "$DEVICE_DIR/data-bin"
-  cp "$ref" "$DEVICE_DIR/test.ref"
+  cp -r "$data" "$DEVICE_DATA"
+  cp "$ref" "$DEVICE_REF"
   if [ -n "$checkpoint" ]; then
     "$ROOT/.venv/bin/python" -c "
 import sys, torch
 import diffusion_plugin.checkpoints  # allow-lists the globals fairseq stores
 state = torch.load(sys.argv[1], map_location='cpu')
 state.pop('last_optimizer_state', None)
-torch.save(state, sys.argv[2])" "$checkpoint" "$DEVICE_DIR/checkpoint.pt"
+torch.save(state, sys.argv[2])" "$checkpoint" "$DEVICE_CKPT"
   fi
   du -sh "$DEVICE_DIR"
   echo "carry .device and run: bash bench/device_check.sh run --out \"\$OUT\""
 }
 
 bleu() {  # the trained checkpoint on the whole test set: fp16 on a GPU, fp32 on a CPU
-  local out=$1 device=$2 data=$DEVICE_DIR/data-bin ckpt=$DEVICE_DIR/checkpoint.pt
+  local out=$1 device=$2
   local flags=(--fp16) tag=fp16
   [ "$device" = cpu ] && flags=(--cpu) tag=fp32
   local table=$out/bleu-$tag.md
@@ -69,11 +70,11 @@ bleu() {  # the trained checkpoint on the whole test set: fp16 on a GPU, fp32 on
     local steps b1 b2 gen score rate
     read -r steps b1 b2 <<<"$setting"
     gen=$out/generate-K$steps-b${b1}x$b2.txt
-    python3 -m fairseq_cli.generate "$data" --user-dir diffusion_plugin --task diffusion_translation \
-      --path "$ckpt" --gen-subset test --batch-size 100 --required-batch-size-multiple 1 \
+    python3 -m fairseq_cli.generate "$DEVICE_DATA" --user-dir diffusion_plugin --task diffusion_translation \
+      --path "$DEVICE_CKPT" --gen-subset test --batch-size 100 --required-batch-size-multiple 1 \
       --remove-bpe --seed 1 --decoding-steps "$steps" --length-beam "$b1" --noise-beam "$b2" \
       "${flags[@]}" >"$gen" 2>/tmp/generate.log || { cat /tmp/generate.log; return 1; }
-    score=$(python3 scripts/bleu.py "$gen" --ref "$DEVICE_DIR/test.ref" --detok en | sed -n 's/^BLEU = \([0-9.]*\).*/\1/p')
+    score=$(python3 scripts/bleu.py "$gen" --ref "$DEVICE_REF" --detok en | sed -n 's/^BLEU = \([0-9.]*\).*/\1/p')
     rate=$(sed -n 's/.*(\([0-9.]*\) sentences\/s.*/\1/p' /tmp/generate.log | tail -1)
     echo "| $steps | ${b1}x$b2 | $score | $rate |" >>"$table"
   done
@@ -105,9 +106,9 @@ run() {
   cd "$ROOT"
   if [ "$device" = cuda ]; then nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; fi
   python3 -c "import torch, fairseq; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'fairseq', fairseq.__version__)"
-  local ckpt=$DEVICE_DIR/checkpoint.pt diffusion=()
-  if [ -f "$ckpt" ]; then
-    diffusion=(--diffusion "$ckpt")
+  local diffusion=()
+  if [ -f "$DEVICE_CKPT" ]; then
+    diffusion=(--diffusion "$DEVICE_CKPT")
     bleu "$out" "$device"
   fi
   for precision in $precisions; do
@@ -116,7 +117,7 @@ run() {
       fp16) [ "$device" = cuda ] || continue; flags=(--fp16) ;;
       bf16) flags=(--bf16) ;;
     esac
-    python3 bench/decode_speed.py --data "$DEVICE_DIR/data-bin" "${diffusion[@]}" --init-untrained \
+    python3 bench/decode_speed.py --data "$DEVICE_DATA" "${diffusion[@]}" --init-untrained \
       --size small --device "$device" "${flags[@]}" --sentences "$sentences" --repeats 3 \
       --out "$out/speed-$precision.md"
   done
