@@ -28,12 +28,15 @@ def activation_name(activation: Callable[[Tensor], Tensor]) -> str:
 
 
 def can_pack(weight: Tensor) -> bool:
-    """oneDNN packing applies to CPU weights in float32 / bfloat16 when torch has oneDNN."""
+    """oneDNN packing applies to CPU weights in float32, and in bfloat16 where the CPU has
+    oneDNN's bf16 kernels (AVX-512 BW/VL/DQ or AVX-NE-CONVERT; an AVX2 core has none), when
+    torch has oneDNN."""
     return (
         weight.device.type == "cpu"
         and weight.dtype in PACKED_DTYPES
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and (weight.dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported())
     )
 
 
