@@ -24,6 +24,7 @@ from .diffusion.samplers import (
     prior_transition,
     respaced_timesteps,
 )
+from .diffusion.schedules import MAX_SENSIBLE_FACTOR
 from .diffusion.selection import mbr_utilities
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,14 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
         )
     if not 0.0 <= cfg["ddim_eta"] <= 1.0:
         raise ValueError(f"--ddim-eta must be in [0, 1], got {cfg['ddim_eta']}")
-    if cfg["decoding_rescaling_factor"] <= 0:
-        raise ValueError(
-            f"--decoding-rescaling-factor must be > 0, got {cfg['decoding_rescaling_factor']}"
+    factor = cfg["decoding_rescaling_factor"]
+    if not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"--decoding-rescaling-factor must be a finite number > 0, got {factor}")
+    if factor > MAX_SENSIBLE_FACTOR:
+        logger.warning(
+            "--decoding-rescaling-factor %g: the chain's noise is %g times the schedule's; "
+            "Difformer decodes with F = 1 and trains with F <= %g",
+            factor, factor, MAX_SENSIBLE_FACTOR,
         )
     for name in ("prior_sampling_prob", "prior_sampling_until"):
         if not 0.0 <= cfg[name] <= 1.0:
@@ -153,6 +159,12 @@ class DiffusionGenerator:
                 f"--length-beam {self.cfg['length_beam']}: {type(model).__name__} has no length "
                 "predictor (outputs end at the first generated padding token); draw several "
                 "candidates with --noise-beam"
+            )
+        classes = getattr(getattr(model, "length_head", None), "out_features", None)
+        if classes is not None and not self.cfg["target_length"] and self.cfg["length_beam"] > classes:
+            raise ValueError(
+                f"--length-beam {self.cfg['length_beam']} exceeds the length predictor's {classes} "
+                f"classes (target − source length offsets): use at most {classes}"
             )
         if self.cfg["target_length"] > model.cfg.max_target_positions:
             raise ValueError(

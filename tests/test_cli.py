@@ -122,8 +122,9 @@ def test_bad_training_flags(data_bin, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_fairseq("train", train_args(data_bin, tmp_path, "--noise-schedule", "quadratic"))
     assert "invalid choice: 'quadratic'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--rescaling-factor must be >= 0, got -2"):
-        run_fairseq("train", train_args(data_bin, tmp_path, "--rescaling-factor", "-2", "--max-update", "1"))
+    for bad in ("-2", "nan", "inf"):
+        with pytest.raises(ValueError, match=f"--rescaling-factor must be a finite number >= 0 or 'auto', got {bad}"):
+            run_fairseq("train", train_args(data_bin, tmp_path, "--rescaling-factor", bad, "--max-update", "1"))
 
 
 def test_interactive_empty_line_gives_empty_hypothesis(data_bin, checkpoint, tmp_path):

@@ -1,4 +1,5 @@
 """DiffusionGenerator around a tiny untrained model, with controlled denoiser / length / rounding."""
+import logging
 import math
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
@@ -423,8 +424,10 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"ddim_eta": -0.1}, r"--ddim-eta must be in \[0, 1\], got -0.1"),
         ({"decoding_steps": 0}, rf"--decoding-steps must be in \[1, --diffusion-steps={T}\], got 0"),
         ({"decoding_steps": T + 1}, rf"--decoding-steps must be in \[1, --diffusion-steps={T}\], got {T + 1}"),
-        ({"decoding_rescaling_factor": -1.0}, r"--decoding-rescaling-factor must be > 0, got -1.0"),
-        ({"decoding_rescaling_factor": 0.0}, r"--decoding-rescaling-factor must be > 0, got 0.0"),
+        ({"decoding_rescaling_factor": -1.0}, r"--decoding-rescaling-factor must be a finite number > 0, got -1.0"),
+        ({"decoding_rescaling_factor": 0.0}, r"--decoding-rescaling-factor must be a finite number > 0, got 0.0"),
+        ({"decoding_rescaling_factor": math.nan}, r"--decoding-rescaling-factor must be a finite number > 0, got nan"),
+        ({"decoding_rescaling_factor": math.inf}, r"--decoding-rescaling-factor must be a finite number > 0, got inf"),
         ({"prior_sampling_prob": 1.5}, r"--prior-sampling-prob must be in \[0, 1\], got 1.5"),
         ({"prior_sampling_until": -0.5}, r"--prior-sampling-until must be in \[0, 1\], got -0.5"),
         ({"target_length": -3}, r"--target-length must be >= 0, got -3"),
@@ -436,6 +439,24 @@ def test_bad_decoding_flags(model, flags, message):
         check_decoding(decoding(**flags), T)
     with pytest.raises(ValueError, match=message):
         generator(model, **flags)
+
+
+def test_absurd_decoding_rescaling_factor_warns(model, caplog):
+    with caplog.at_level(logging.WARNING):
+        generator(model, decoding_rescaling_factor=1e30)
+    assert "--decoding-rescaling-factor 1e+30" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        generator(model, decoding_rescaling_factor=4.0)
+    assert "rescaling-factor" not in caplog.text
+
+
+def test_length_beam_beyond_the_length_classes_is_refused(model):
+    classes = model.length_head.out_features
+    generator(model, length_beam=classes)
+    with pytest.raises(ValueError, match=rf"--length-beam {classes + 1} exceeds the length predictor's {classes} classes"):
+        generator(model, length_beam=classes + 1)
+    generator(model, length_beam=classes + 1, target_length=3)  # fixed lengths: no predictor
 
 
 @pytest.mark.parametrize("size", [7, 1024, 1500, 9808])

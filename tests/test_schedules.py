@@ -66,8 +66,9 @@ def test_rescaling_plain_and_variance_preserving():
     np.testing.assert_allclose(signal + noise, 1.0)
     snr = abar[1:] / (1 - abar[1:])
     np.testing.assert_allclose(signal[1:] / noise[1:], snr / 16)
-    with pytest.raises(ValueError, match="rescaling factor must be >= 0"):
-        rescale(abar, -1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rescaling factor must be a finite number >= 0"):
+            rescale(abar, bad)
 
 
 def test_noise_schedule_module_gathers_and_keeps_float64():

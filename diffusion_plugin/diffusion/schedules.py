@@ -17,6 +17,7 @@ SCHEDULES = ("linear", "cosine", "sqrt")
 MAX_BETA = 0.999
 SQRT_OFFSET = 1e-4
 COSINE_OFFSET = 0.008
+MAX_SENSIBLE_FACTOR = 10.0  # rescaling factors above this draw a warning (Difformer's are 1-5)
 
 ArrayLike = TypeVar("ArrayLike")
 
@@ -68,8 +69,8 @@ def rescale(
     Eq. 8:  ᾱ' = ᾱ / (ᾱ + F² β̄),  β̄' = F² β̄ / (ᾱ + F² β̄)   (variance preserving).
     Works elementwise on numpy arrays and torch tensors.
     """
-    if factor < 0:
-        raise ValueError(f"rescaling factor must be >= 0, got {factor}")
+    if not math.isfinite(factor) or factor < 0:
+        raise ValueError(f"rescaling factor must be a finite number >= 0, got {factor}")
     noise = (1 - alpha_bar) * factor**2
     if not variance_preserving:
         return alpha_bar, noise

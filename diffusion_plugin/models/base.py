@@ -7,6 +7,7 @@ and the ``diffusion_loss`` criterion use.
 
 import argparse
 import logging
+import math
 import zlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Type, Union
@@ -20,7 +21,7 @@ from fairseq.models import BaseFairseqModel
 
 from ..diffusion.adaptive_schedule import AdaptiveNoiseSchedule
 from ..diffusion.samplers import q_sample
-from ..diffusion.schedules import SCHEDULES, NoiseSchedule, alphas_cumprod
+from ..diffusion.schedules import MAX_SENSIBLE_FACTOR, SCHEDULES, NoiseSchedule, alphas_cumprod
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS, LossSecondMomentSampler, UniformSampler
 from .modules import InferenceCached, LatentEmbedding
 
@@ -111,8 +112,15 @@ def check_config(cfg: Any) -> None:
             raise ValueError(
                 f"--rescaling-factor must be a number >= 0 or 'auto', got {cfg.rescaling_factor!r}"
             ) from None
-        if factor < 0:
-            raise ValueError(f"--rescaling-factor must be >= 0, got {cfg.rescaling_factor}")
+        if not math.isfinite(factor) or factor < 0:
+            raise ValueError(
+                f"--rescaling-factor must be a finite number >= 0 or 'auto', got {cfg.rescaling_factor}"
+            )
+        if factor > MAX_SENSIBLE_FACTOR:
+            logger.warning(
+                "--rescaling-factor %g: training noise %g times the schedule's; Difformer's "
+                "factors are 1-5 ('auto' finds one for this vocabulary)", factor, factor,
+            )
     elif not 0.0 < cfg.dgs_max < 1.0:
         raise ValueError(f"--dgs-max must be in (0, 1), got {cfg.dgs_max}")
     if cfg.model_dim % cfg.attention_heads:
