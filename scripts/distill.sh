@@ -26,16 +26,19 @@ Options:
   --max-update N     teacher training updates (default: 50000)
   --max-tokens N     tokens per batch, training and translation (default: 4096)
   --beam N           beam size (default: 5)
+  --shards N         translate the train split in N processes of one thread each, every one
+                     on 1/N of the batches (fairseq's --distributed-world-size sharding of
+                     fairseq-generate; default: 1, with fairseq's threading)
   -h, --help         show this help
 GPU use follows fairseq (CUDA when visible); set CPU=1 to force --cpu.
 EOF
 }
 
 DATA="" SRC="" TGT="" TEACHER="" OUT="" WORK="" ARCH=transformer_iwslt_de_en
-MAX_UPDATE=50000 MAX_TOKENS=4096 BEAM=5 EXTRA=()
+MAX_UPDATE=50000 MAX_TOKENS=4096 BEAM=5 SHARDS=1 EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --data-bin | --src | --tgt | --teacher | --out | --work | --arch | --max-update | --max-tokens | --beam)
+    --data-bin | --src | --tgt | --teacher | --out | --work | --arch | --max-update | --max-tokens | --beam | --shards)
       [[ $# -ge 2 ]] || die "$1 needs a value (see --help)"
       case "$1" in
         --data-bin) DATA="${2%/}" ;;
@@ -48,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --max-update) MAX_UPDATE="$2" ;;
         --max-tokens) MAX_TOKENS="$2" ;;
         --beam) BEAM="$2" ;;
+        --shards) SHARDS="$2" ;;
       esac
       shift 2
       ;;
@@ -62,6 +66,7 @@ for split in train valid test; do
     [[ -f "$DATA/$split.$SRC-$TGT.$lang.bin" ]] || die "$DATA lacks $split.$SRC-$TGT.$lang.bin"
   done
 done
+[[ "$SHARDS" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive integer, got '$SHARDS'"
 [[ -z "$TEACHER" || -f "$TEACHER" ]] || die "teacher checkpoint $TEACHER not found"
 OUT="${OUT:-${DATA}_distill}"
 WORK="${WORK:-${OUT}_work}"
@@ -99,10 +104,26 @@ grep -E "^Generate" "$WORK/test.gen" | sed 's/^/teacher test: /'
 if [[ -f "$WORK/train.gen.done" ]]; then
   echo "skip: train split already translated ($WORK/train.gen)"
 else
-  echo "== translating the train split with the teacher (beam $BEAM)"
-  fairseq-generate "$DATA" "${DEVICE[@]}" --source-lang "$SRC" --target-lang "$TGT" \
-    --path "$TEACHER" --gen-subset train --beam "$BEAM" --max-tokens "$MAX_TOKENS" \
-    >"$WORK/train.gen"
+  echo "== translating the train split with the teacher (beam $BEAM, $SHARDS process(es))"
+  translate() {  # translate SHARD OUT: fairseq-generate on shard SHARD of SHARDS
+    local sharding=()
+    [[ "$SHARDS" -gt 1 ]] && sharding=(--distributed-world-size "$SHARDS" --distributed-rank "$1")
+    fairseq-generate "$DATA" "${DEVICE[@]}" --source-lang "$SRC" --target-lang "$TGT" \
+      --path "$TEACHER" --gen-subset train --beam "$BEAM" --max-tokens "$MAX_TOKENS" \
+      "${sharding[@]}" >"$2"
+  }
+  if [[ "$SHARDS" == 1 ]]; then
+    translate 0 "$WORK/train.gen"
+  else
+    pids=()
+    for ((shard = 0; shard < SHARDS; shard++)); do
+      OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 translate "$shard" "$WORK/train.gen.$shard" &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || die "a translation shard failed (see $WORK/train.gen.*)"; done
+    cat "$WORK"/train.gen.[0-9]* >"$WORK/train.gen"
+    rm -f "$WORK"/train.gen.[0-9]*
+  fi
   touch "$WORK/train.gen.done"
 fi
 "$PYTHON" "$SCRIPT_DIR/distill_text.py" "$WORK/train.gen" --data-bin "$DATA" --src "$SRC" \

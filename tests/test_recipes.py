@@ -266,9 +266,9 @@ def test_distill_trains_teacher_translates_and_binarises(data_bin: Path, tmp_pat
             "transformer", "--max-update", "2", "--max-tokens", "2000", "--", "--encoder-layers",
             "1", "--decoder-layers", "1", "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
             "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32", "--num-workers", "0"]
-    env_run = lambda: subprocess.run(  # noqa: E731
-        ["bash", str(REPO / "scripts" / "distill.sh"), *map(str, args)], cwd=REPO,
-        env=dict(os.environ, CPU="1", PYTHON=sys.executable,
+    env_run = lambda *more: subprocess.run(  # noqa: E731
+        ["bash", str(REPO / "scripts" / "distill.sh"), *map(str, more or args)], cwd=REPO,
+        env=dict(os.environ, CPU="1", PYTHON=sys.executable, OMP_NUM_THREADS="1",
                  PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
         capture_output=True, text=True, timeout=300)
     result = env_run()
@@ -282,6 +282,16 @@ def test_distill_trains_teacher_translates_and_binarises(data_bin: Path, tmp_pat
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skip: teacher already trained" in again.stdout
     assert "skip: train split already translated" in again.stdout
+    # the same teacher translating in two processes, each on half of the batches: same pairs
+    sharded = tmp_path / "sharded"
+    two = env_run("--data-bin", data_bin, "--src", "src", "--tgt", "tgt", "--out", sharded,
+                  "--teacher", tmp_path / "distill_work" / "teacher" / "checkpoint_last.pt",
+                  "--max-tokens", "2000", "--shards", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    for lang in ("src", "tgt"):
+        assert ((tmp_path / "sharded_work" / f"train.distill.{lang}").read_text()
+                == (tmp_path / "distill_work" / f"train.distill.{lang}").read_text())
 
 
 def test_distill_refuses_a_data_bin_without_the_pair(tmp_path: Path) -> None:
@@ -289,6 +299,13 @@ def test_distill_refuses_a_data_bin_without_the_pair(tmp_path: Path) -> None:
                              str(tmp_path), "--src", "de", "--tgt", "en"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "lacks train.de-en.de.bin" in result.stderr
+
+
+def test_distill_refuses_a_bad_shard_count(data_bin: Path) -> None:
+    result = subprocess.run(["bash", str(REPO / "scripts" / "distill.sh"), "--data-bin",
+                             str(data_bin), "--src", "src", "--tgt", "tgt", "--shards", "0"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "--shards must be a positive integer, got '0'" in result.stderr
 
 
 def test_average_checkpoints(tmp_path: Path) -> None:
