@@ -136,6 +136,15 @@ def plot(rows: List[Dict[str, Any]], batch: Optional[int], path: str) -> bool:
     return True
 
 
+def training_budget(args: argparse.Namespace) -> str:
+    """The training budget of every system, as the report states it."""
+    if args.quick:
+        return "10 updates (--quick)"
+    parts = ([f"{args.max_update} updates"] if args.max_update else []) + (
+        [f"{args.minutes:g} min"] if args.minutes is not None else [])
+    return " or ".join(parts) + " of training each" + (", whichever came first" if len(parts) > 1 else "")
+
+
 def header(args: argparse.Namespace) -> List[str]:
     import fairseq
     import torch
@@ -155,10 +164,9 @@ def header(args: argparse.Namespace) -> List[str]:
         f"sacreBLEU on detokenised output against {args.ref or '(no --ref: tokenised BLEU only)'}",
         f"- every system: {size.layers}+{size.layers} layers, width {size.dim}, ffn {size.ffn}, {size.heads} heads "
         f"(diffusion latent {size.latent}), shared embeddings, Adam lr 1e-3 inverse_sqrt, max 4096 tokens, "
-        f"dropout 0.1, " + ("10 updates (--quick)" if args.quick else f"{args.minutes:g} min of training each"),
+        f"dropout 0.1, " + training_budget(args),
         f"- logs, checkpoints and stage results: {args.out}",
     ]
-
 
 def write_report(args: argparse.Namespace) -> str:
     rows = collect(args.out)

@@ -91,12 +91,14 @@ def train_stats(log_text: str) -> Dict[str, Any]:
 
 def train(args: argparse.Namespace, system: str) -> Dict[str, Any]:
     budget = ["--max-update", str(args.max_update)] if args.max_update else []
+    if args.minutes is not None:
+        budget += ["--stop-time-hours", f"{args.minutes / 60:.6f}"]
     command = [
         sys.executable, os.path.join(ROOT, "bench", "train.py"), args.data,
         "--source-lang", args.source_lang, "--target-lang", args.target_lang,
         *untrained_flags(system, SIZES[args.size]), *CRITERIA[system], *OPTIMISER,
         "--warmup-updates", str(args.warmup), "--seed", str(args.seed), *device_flags(args),
-        "--stop-time-hours", f"{args.minutes / 60:.6f}", *budget,
+        *budget,
         "--save-dir", os.path.dirname(checkpoint(args, system)), "--no-epoch-checkpoints",
         "--disable-validation", "--log-format", "simple", "--log-interval", str(args.log_interval),
     ]
@@ -171,7 +173,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="fairseq data-bin with a joined dictionary")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training wall clock per system")
+    parser.add_argument("--minutes", type=float,
+                        help="training wall clock per system (default 30 without --max-update)")
+    parser.add_argument("--max-update", type=int,
+                        help="train every system for this many updates (with --minutes: whichever comes first)")
     parser.add_argument("--size", choices=sorted(SIZES), default="small", help="model size of every system")
     parser.add_argument("--quick", action="store_true", help="micro models, 10 updates, 8 sentences for speed: proves the harness")
     parser.add_argument("--out", help="run folder (logs, checkpoints, stage results); default bench/runs/<date>-<device>")
@@ -190,7 +195,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.date = datetime.date.today().isoformat()
-    args.max_update, args.warmup, args.log_interval = (10, 5, 5) if args.quick else (None, 500, 100)
+    if args.max_update is not None and args.max_update < 1:
+        parser.error(f"--max-update must be >= 1, got {args.max_update}")
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error(f"--minutes must be > 0, got {args.minutes}")
+    if args.minutes is None and args.max_update is None:
+        args.minutes = 30.0
+    args.warmup, args.log_interval = (5, 5) if args.quick else (500, 100)
+    if args.quick:
+        args.max_update = 10
     if args.quick:
         args.size, args.speed_sentences = "micro", 8
     if args.fp16 and args.device != "cuda":

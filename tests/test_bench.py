@@ -36,6 +36,23 @@ def test_parse_cores():
     assert run.parse_cores("0-2,5") == {0, 1, 2, 5}
 
 
+def test_training_budget_in_updates_minutes_or_both(tmp_path, capsys):
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    args = run.parse_args(base)
+    assert (args.max_update, args.minutes) == (None, 30.0)
+    assert report.training_budget(args) == "30 min of training each"
+    args = run.parse_args(base + ["--max-update", "546"])
+    assert (args.max_update, args.minutes) == (546, None)  # no wall clock unless asked for
+    assert report.training_budget(args) == "546 updates of training each"
+    args = run.parse_args(base + ["--max-update", "546", "--minutes", "60"])
+    assert report.training_budget(args) == "546 updates or 60 min of training each, whichever came first"
+    for bad, message in ((["--max-update", "0"], "--max-update must be >= 1, got 0"),
+                         (["--minutes", "-1"], "--minutes must be > 0, got -1")):
+        with pytest.raises(SystemExit):
+            run.parse_args(base + bad)
+        assert message in capsys.readouterr().err
+
+
 def row(system, setting, bleu, rates, wps, steps=None, candidates=None):
     return {"system": system, "setting": setting, "bleu": bleu, "rates": rates, "wps": wps,
             "steps": steps, "candidates": candidates}
