@@ -179,7 +179,7 @@ def bare_passes(
     dtype = next(model.parameters()).dtype
     prepared = []
     with torch.no_grad():
-        slices = [src for batch in batches for src in generator.slices(batch["net_input"]["src_tokens"])]
+        slices = [src for batch in batches for _, _, src in generator.slices(batch["net_input"]["src_tokens"])]
         for src in slices:
             encoder_out = model.encode(src)
             lengths = generator.candidate_lengths(encoder_out)

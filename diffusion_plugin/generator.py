@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
+from .diffusion.noise import SentenceNoise
 from .diffusion.samplers import (
     Transition,
     ddim_transition,
@@ -139,7 +140,12 @@ def max_last(x: Tensor, block: int = 512) -> Tuple[Tensor, Tensor]:
 
 
 class DiffusionGenerator:
-    """Decodes a :class:`DiffusionTransformerModel`; returns all candidates, best first."""
+    """Decodes a :class:`DiffusionTransformerModel`; returns all candidates, best first.
+
+    Every draw of a sentence's chain comes from a generator seeded by (torch's seed at
+    ``generate``, i.e. fairseq's ``--seed``; the sentence's id): ``noise_source``."""
+
+    noise_source = SentenceNoise
 
     def __init__(self, models: List[Any], tgt_dict: Any, retain_history: bool = False, **decoding: Any):
         model = models[0]
@@ -299,6 +305,7 @@ class DiffusionGenerator:
         k: int,
         transitions: Tuple[Transition, Optional[Transition]],
         padding_mask: Tensor,
+        noise_source: SentenceNoise,
     ) -> Tensor:
         """One reverse step from τ_k to τ_{k+1} (descending order); with prior sampling (during
         the first p2 of the steps) each candidate takes the prior step with probability p1."""
@@ -306,26 +313,28 @@ class DiffusionGenerator:
         chain, prior = transitions
         prior_now = prior is not None and k < cfg["prior_sampling_until"] * (len(self.timesteps) - 1)
         stochastic = cfg["decoding_sampler"] == "ddpm" or cfg["ddim_eta"] > 0 or prior_now
-        noise = torch.randn_like(z) if stochastic else None
+        noise = noise_source.normal(z.device, z.dtype) if stochastic else None
         out = chain.at(k).apply(z, z0_hat, noise)
         if prior_now:
-            use_prior = torch.rand(z.size(0), 1, 1, device=z.device) < cfg["prior_sampling_prob"]
+            use_prior = noise_source.uniform(z.device).view(-1, 1, 1) < cfg["prior_sampling_prob"]
             out = torch.where(use_prior, prior.at(k).apply(z, z0_hat, noise), out)
         return out.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
-    def slices(self, src_tokens: Tensor) -> List[Tensor]:
+    def slices(self, src_tokens: Tensor) -> List[Tuple[int, int, Tensor]]:
         """The batch cut into runs of consecutive sources whose b candidates hold at most
         SLICE_ACTIVATIONS[device] / --ffn-dim token rows (b · sources · longest source; a source
-        alone may exceed it), each without its all-padding columns. On a CPU the activations of
+        alone may exceed it), each as (first, end, its sources without their all-padding
+        columns). On a CPU the activations of
         a large batch of candidates leave the caches, and decoding it slice by slice runs up to
         2.6x faster (Multi30k, b = 3x3, batch 64: bench/results/2026-12-01-cpu-speed-packed.md);
         a GPU decodes the batch at once."""
         activations = SLICE_ACTIVATIONS.get(src_tokens.device.type)
+        whole = [(0, src_tokens.size(0), src_tokens)]
         if activations is None:
-            return [src_tokens]
+            return whole
         budget = max(1, activations // self.ffn_dim)
         if src_tokens.numel() * self.candidates_per_source <= budget:  # the batch fits
-            return [src_tokens]
+            return whole
         real = src_tokens.ne(self.model.src_pad)
         rows = self.candidates_per_source * real.sum(dim=1).clamp(min=1)
         slices, start, longest = [], 0, 0
@@ -335,14 +344,23 @@ class DiffusionGenerator:
                 slices.append((start, i))
                 start, longest = i, r
         slices.append((start, len(rows)))
-        return [src_tokens[a:b][:, real[a:b].any(dim=0)] for a, b in slices]
+        return [(a, b, src_tokens[a:b][:, real[a:b].any(dim=0)]) for a, b in slices]
 
     @torch.no_grad()
     def generate(self, models: List[Any], sample: Dict[str, Any], **unused: Any) -> List[List[Dict[str, Any]]]:
-        return [hyps for src in self.slices(sample["net_input"]["src_tokens"]) for hyps in self.decode(src)]
+        src_tokens = sample["net_input"]["src_tokens"]
+        ids = sample.get("id")
+        ids = list(range(src_tokens.size(0))) if ids is None else [int(i) for i in ids]
+        seed = torch.initial_seed()
+        return [
+            hyps
+            for first, end, src in self.slices(src_tokens)
+            for hyps in self.decode(src, ids[first:end], seed)
+        ]
 
-    def decode(self, src_tokens: Tensor) -> List[List[Dict[str, Any]]]:
-        """All candidates of every source of ``src_tokens``, decoded as one batch, best first."""
+    def decode(self, src_tokens: Tensor, ids: List[int], seed: int) -> List[List[Dict[str, Any]]]:
+        """All candidates of every source of ``src_tokens`` (sentence ``ids``), decoded as one
+        batch, best first, their draws seeded by (``seed``, id)."""
         model, cfg = self.model, self.cfg
         encoder_out = model.encode(src_tokens)
         lengths = self.candidate_lengths(encoder_out)
@@ -352,8 +370,8 @@ class DiffusionGenerator:
         padding_mask = torch.arange(length, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
         # the chain z_τ in at least float32, whatever the network's precision (--fp16, --bf16)
         dtype = torch.promote_types(next(model.parameters()).dtype, torch.float32)
-        z = torch.randn(n, length, self.latent_dim, device=src_tokens.device, dtype=dtype)
-        z = z.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        noise_source = self.noise_source(seed, ids, per_source, lengths.cpu(), self.latent_dim)
+        z = noise_source.normal(src_tokens.device, dtype).masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
         steps = cfg["decoding_steps"] - cfg["early_stopping_steps"]
         timesteps = self.timesteps.to(z.device)
@@ -371,7 +389,7 @@ class DiffusionGenerator:
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens)
             if k + 1 < steps:
-                z = self.step(z, z0_hat, k, transitions, padding_mask)
+                z = self.step(z, z0_hat, k, transitions, padding_mask, noise_source)
         trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]
         lengths, cut = self.output_lengths(tokens, lengths)
         if cut.any():

@@ -19,6 +19,18 @@ def hypotheses(output: str):
     }
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_same_seed_same_text_whatever_the_batch_size(data_bin, checkpoint, sampler):
+    """Issue K.6: each sentence's noise is drawn from (--seed, sentence id), so --batch-size
+    (16 / 7 / 100 sentences: other batches, paddings and orders) leaves every hypothesis as is."""
+    flags = ("--decoding-sampler", sampler, "--ddim-eta", "0.5", "--noise-beam", "2")
+    outputs = [hypotheses(run_fairseq("generate", generate_args(
+        data_bin, checkpoint, *flags, "--batch-size", size, "--required-batch-size-multiple", "1")))
+        for size in ("16", "7", "100")]
+    assert sorted(outputs[0]) == list(range(30))
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_generate_prints_every_test_sentence_and_bleu(data_bin, checkpoint):
     out = run_fairseq("generate", generate_args(data_bin, checkpoint))
     hyps = hypotheses(out)

@@ -2,12 +2,13 @@
 import logging
 import math
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from diffusion_plugin.diffusion.noise import SentenceNoise
 from diffusion_plugin.diffusion.samplers import respaced_timesteps
 from diffusion_plugin.diffusion.schedules import alphas_cumprod
 from diffusion_plugin import generator as generator_module
@@ -68,15 +69,34 @@ def record_denoise(monkeypatch, model: DiffusionTransformerModel) -> List[Dict[s
     return calls
 
 
-def fix_initial_noise(monkeypatch, z_T: Tensor) -> None:
-    """The generator's ``torch.randn`` (drawn once, for z_T) returns ``z_T``; per-step noise
-    (``randn_like``) still comes from the global RNG."""
+def replace_noise(monkeypatch, replace: Callable[[int, Tensor], Tensor]) -> None:
+    """Every generator's i-th Gaussian draw of a batch (i = 0: z_T, then one per stochastic
+    step) is ``replace(i, the draw)``, the draws themselves coming from the sentences' seeded
+    generators (``SentenceNoise``)."""
 
-    def randn(*size: int, **kwargs: Any) -> Tensor:
-        assert size == tuple(z_T.shape)
+    class Replaced(SentenceNoise):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.draws = 0
+
+        def normal(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+            out = replace(self.draws, super().normal(device, dtype))
+            self.draws += 1
+            return out
+
+    monkeypatch.setattr(DiffusionGenerator, "noise_source", Replaced)
+
+
+def fix_initial_noise(monkeypatch, z_T: Tensor) -> None:
+    """The chain starts from ``z_T``; its later draws are the seeded generators' own."""
+
+    def first(i: int, draw: Tensor) -> Tensor:
+        if i:
+            return draw
+        assert draw.shape == z_T.shape
         return z_T.clone()
 
-    monkeypatch.setattr(torch, "randn", randn)
+    replace_noise(monkeypatch, first)
 
 
 def fix_rounding(
@@ -154,13 +174,8 @@ def test_prior_sampling_steps_from_the_prior_during_the_first_p2_of_the_chain(mo
     """SeqDiffuSeq App. E with p1 = 1, p2 = 0.5, K = 4: steps k < 2 draw z_s = sqrt(ᾱ_s) ẑ_0 + sqrt(1 − ᾱ_s) ε
     whatever z_t, the later ones are the sampler's (DDIM, η = 0); p1 = 0 is DDIM throughout."""
     calls = record_denoise(monkeypatch, model)
-    draws: List[Tensor] = []
-
-    def randn_like(x: Tensor, **kwargs: Any) -> Tensor:
-        draws.append(torch.randn(x.shape, generator=torch.Generator().manual_seed(len(draws)), dtype=x.dtype))
-        return draws[-1]
-
-    monkeypatch.setattr(torch, "randn_like", randn_like)
+    draws: List[Tensor] = []  # z_T, then the steps' ε
+    replace_noise(monkeypatch, lambda i, draw: draws.append(draw) or draw)
     gen = generator(
         model, decoding_steps=4, decoding_sampler="ddim", target_length=4,
         prior_sampling_prob=p1, prior_sampling_until=0.5,
@@ -168,7 +183,7 @@ def test_prior_sampling_steps_from_the_prior_during_the_first_p2_of_the_chain(mo
     gen.generate([model], SAMPLE)
     taus = respaced_timesteps(T, 4).tolist()
     assert [int(c["t"][0]) for c in calls] == taus[:4]
-    assert len(draws) == (2 if p1 > 0 else 0)  # noise only while prior sampling may happen (k = 0, 1)
+    assert len(draws) == 1 + (2 if p1 > 0 else 0)  # ε only while prior sampling may happen (k = 0, 1)
     alpha_bar = alphas_cumprod("sqrt", T)
     for k in range(3):
         t, s = taus[k], taus[k + 1]
@@ -176,7 +191,7 @@ def test_prior_sampling_steps_from_the_prior_during_the_first_p2_of_the_chain(mo
         eps = (z_t - math.sqrt(alpha_bar[t]) * z0_hat) / math.sqrt(1 - alpha_bar[t])
         expected = math.sqrt(alpha_bar[s]) * z0_hat + math.sqrt(1 - alpha_bar[s]) * eps  # DDIM
         if p1 == 1.0 and k < 2:
-            expected = math.sqrt(alpha_bar[s]) * z0_hat + math.sqrt(1 - alpha_bar[s]) * draws[k].double()
+            expected = math.sqrt(alpha_bar[s]) * z0_hat + math.sqrt(1 - alpha_bar[s]) * draws[k + 1].double()
         torch.testing.assert_close(calls[k + 1]["z_t"].double(), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -201,21 +216,49 @@ def test_cpu_batches_are_decoded_in_slices_with_the_same_result(monkeypatch, mod
     fixed and deterministic DDIM the hypotheses are those of the whole batch."""
     batch = sample([5, 6, 7, 8, 9], [10, 11, 12], [13, 14], [4, 5, 6, 7])  # lengths 6, 4, 3, 5
     gen = generator(model, decoding_steps=3, length_beam=2, decoding_sampler="ddim")
-    monkeypatch.setattr(torch, "randn", lambda *size, **kwargs: torch.zeros(*size, **kwargs))
+    replace_noise(monkeypatch, lambda i, draw: torch.zeros_like(draw))
     src = batch["net_input"]["src_tokens"]
-    assert [s.shape for s in gen.slices(src)] == [src.shape]  # 2^19 / 64 rows: one slice
+    assert [s.shape for _, _, s in gen.slices(src)] == [src.shape]  # 2^19 / 64 rows: one slice
     whole = gen.generate([model], batch)
     # 24 rows: candidate rows 2·length = 12, 8, 6, 10 -> sources {0, 1} (2·12), {2, 3} (2·10)
     monkeypatch.setitem(generator_module.SLICE_ACTIVATIONS, "cpu", 24 * model.cfg.ffn_dim)
     slices = gen.slices(src)
-    assert [s.shape for s in slices] == [(2, 6), (2, 5)]
-    assert torch.equal(slices[1], src[2:, 1:])  # left padding trimmed to the slice's longest
+    assert [(a, b, s.shape) for a, b, s in slices] == [(0, 2, (2, 6)), (2, 4, (2, 5))]
+    assert torch.equal(slices[1][2], src[2:, 1:])  # left padding trimmed to the slice's longest
     sliced = gen.generate([model], batch)
     assert [[h["tokens"].tolist() for h in hyps] for hyps in sliced] == [
         [h["tokens"].tolist() for h in hyps] for hyps in whole
     ]
     monkeypatch.setitem(generator_module.SLICE_ACTIVATIONS, "cpu", 1)  # a source alone exceeds it
-    assert [s.size(0) for s in gen.slices(src)] == [1, 1, 1, 1]
+    assert [s.size(0) for _, _, s in gen.slices(src)] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("flags", [
+    {"decoding_sampler": "ddpm", "length_beam": 2, "noise_beam": 2},
+    {"decoding_sampler": "ddim", "ddim_eta": 0.5, "noise_beam": 3},
+    {"decoding_sampler": "ddim", "prior_sampling_prob": 0.5, "prior_sampling_until": 1.0},
+])
+def test_same_seed_same_output_whatever_the_batching(monkeypatch, model, flags):
+    """Each sentence's draws come from its (seed, id) generator: decoding the sentences alone, in
+    another order, in one batch or in slices gives the same hypotheses; another seed does not."""
+    sources = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14], [4, 5, 6, 7]]
+    gen = generator(model, decoding_steps=4, **flags)
+
+    def decode(order: List[int], seed: int = 7) -> Dict[int, List[List[int]]]:
+        batch = sample(*[sources[i] for i in order])
+        batch["id"] = torch.tensor(order)
+        torch.manual_seed(seed)
+        hyps = gen.generate([model], batch)
+        return {i: sorted(h["tokens"].tolist() for h in hs) for i, hs in zip(order, hyps)}
+
+    together = decode([0, 1, 2, 3])
+    alone = {}
+    for i in range(4):
+        alone.update(decode([i]))
+    assert alone == together == decode([3, 1, 0, 2])
+    monkeypatch.setitem(generator_module.SLICE_ACTIVATIONS, "cpu", 1)  # one source per slice
+    assert decode([0, 1, 2, 3]) == together
+    assert decode([0, 1, 2, 3], seed=8) != together
 
 
 def test_fixed_target_length(model):
