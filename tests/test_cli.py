@@ -219,3 +219,36 @@ def test_hub_interface_translates_with_decoding_flags(data_bin, checkpoint):
     assert hub.translate([""], decoding_steps=4) == [""]
     with pytest.raises(ValueError, match="--length-beam must be >= 1, got 0"):
         hub.translate(sources, length_beam=0)
+
+
+def test_validation_draws_are_fixed_by_the_validation_seed(data_bin, checkpoint):
+    """Issue K.7: the valid loss of a checkpoint is the same at every validation (timesteps and
+    noise seeded per batch by --validation-seed and its first sentence id), torch's RNG outside
+    is untouched; --validation-seed -1 draws from the running RNG as fairseq does."""
+    from fairseq import checkpoint_utils
+
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(checkpoint)], arg_overrides={"data": str(data_bin)})
+    model = models[0]
+    criterion = task.build_criterion(cfg.criterion)
+    task.load_dataset("valid")
+    batches = list(task.get_batch_iterator(task.dataset("valid"), max_tokens=100).next_epoch_itr(shuffle=False))
+    assert len(batches) > 1
+
+    def losses(seed: int):
+        task.cfg.validation_seed = seed
+        model.eval()
+        out = []
+        for batch in batches:
+            out.append(float(task.valid_step(batch, model, criterion)[0]))
+        return out
+
+    first = losses(1)
+    torch.rand(5)  # the running RNG moves on between validations
+    assert losses(1) == first
+    assert losses(2) != first
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    losses(1)
+    assert torch.equal(torch.get_rng_state(), before)  # forked: the training stream is untouched
+    assert losses(-1) != losses(-1)

@@ -1,17 +1,29 @@
 """``diffusion_translation``: fairseq's translation data pipeline + the diffusion generator."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, List
+
+import torch
 
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from ..diffusion.noise import sentence_seed
 from ..generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator
 
 
 @dataclass
 class DiffusionTranslationConfig(TranslationConfig, DecodingConfig):
     """Translation data flags plus the decoding flags of :class:`DecodingConfig`."""
+
+    validation_seed: int = field(
+        default=1,
+        metadata={
+            "help": "validation draws (timesteps, noise, --eval-bleu decoding) seeded per batch by "
+            "(this seed, the batch's first sentence id), so every validation of every checkpoint "
+            "sees the same draws; -1: torch's running RNG (a different draw each validation)"
+        },
+    )
 
 
 @register_task("diffusion_translation", dataclass=DiffusionTranslationConfig)
@@ -26,6 +38,16 @@ class DiffusionTranslationTask(TranslationTask):
         lose sentences.  Batches here are never dropped."""
         kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, **kwargs)
+
+    def valid_step(self, sample: Any, model: Any, criterion: Any) -> Any:
+        """fairseq's validation step on draws fixed by --validation-seed (torch's RNG state outside
+        it is left as it was)."""
+        if self.cfg.validation_seed < 0 or not sample or "id" not in sample:
+            return super().valid_step(sample, model, criterion)
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(sentence_seed(self.cfg.validation_seed, int(sample["id"].min())))
+            return super().valid_step(sample, model, criterion)
 
     def optimizer_step(self, optimizer: Any, model: Any, update_num: int) -> None:
         """The step, then the model's end-of-update hook (every worker, same update): merge the
