@@ -1,5 +1,8 @@
 """fairseq-train / -generate / -interactive with the plugin, in-process on generated data."""
 import re
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -169,8 +172,15 @@ def test_eval_bleu_during_training_and_its_checkpoint_loads_safely(data_bin, tmp
     )
     state = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)
     valid = {name: value for _, name, _, value in state["extra_state"]["metrics"]["valid"]}
-    assert valid["_bleu_counts"]["val"].shape == (4,)  # numpy array, allow-listed
+    assert torch.is_tensor(valid["_bleu_counts"]["val"]) and valid["_bleu_counts"]["val"].shape == (4,)
     assert 0.0 <= state["extra_state"]["best"] <= 100.0
+    # issue K.3: any tool (fairseq's scripts/average_checkpoints.py) loads it without the plugin
+    code = ("import sys, torch; s = torch.load(sys.argv[1], weights_only=True); "
+            "print(len(s['model']), s['extra_state']['best'])")
+    for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+        loaded = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=120)
+        assert loaded.returncode == 0, loaded.stderr[-2000:]
 
 
 def test_auto_rescaling_factor_is_searched_once_and_stored(data_bin, tmp_path):

@@ -3,8 +3,10 @@
 from dataclasses import dataclass, field
 from typing import Any, List
 
+import numpy as np
 import torch
 
+from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
@@ -48,6 +50,18 @@ class DiffusionTranslationTask(TranslationTask):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(sentence_seed(self.cfg.validation_seed, int(sample["id"].min())))
             return super().valid_step(sample, model, criterion)
+
+    def reduce_metrics(self, logging_outputs: Any, criterion: Any) -> None:
+        """fairseq's metrics, with the numpy values it logs (--eval-bleu's n-gram counts) held as
+        tensors: checkpoints store the meters, and a numpy array there needs numpy's unpickler,
+        which torch.load(weights_only=True) refuses in any tool that does not allow-list it."""
+        super().reduce_metrics(logging_outputs, criterion)
+        for aggregator in metrics.get_active_aggregators():
+            for meter in aggregator.values():
+                for name in ("val", "sum"):
+                    value = getattr(meter, name, None)
+                    if isinstance(value, (np.ndarray, np.generic)):
+                        setattr(meter, name, torch.from_numpy(np.asarray(value)))
 
     def optimizer_step(self, optimizer: Any, model: Any, update_num: int) -> None:
         """The step, then the model's end-of-update hook (every worker, same update): merge the
