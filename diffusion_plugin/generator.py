@@ -147,7 +147,20 @@ class DiffusionGenerator:
 
     noise_source = SentenceNoise
 
-    def __init__(self, models: List[Any], tgt_dict: Any, retain_history: bool = False, **decoding: Any):
+    def __init__(
+        self,
+        models: List[Any],
+        tgt_dict: Any,
+        retain_history: bool = False,
+        max_len_a: float = 0.0,
+        max_len_b: int = 200,
+        min_len: int = 1,
+        match_source_len: bool = False,
+        **decoding: Any,
+    ):
+        """``max_len_a`` / ``max_len_b`` / ``min_len`` (fairseq's flags) bound the predicted
+        lengths to [min_len, a·|x| + b] (|x|: source tokens with EOS); ``match_source_len``
+        decodes every source at its own length (without EOS)."""
         model = models[0]
         if not hasattr(model, "denoise"):
             raise TypeError(
@@ -177,6 +190,10 @@ class DiffusionGenerator:
                 f"--target-length {self.cfg['target_length']} exceeds the model's "
                 f"--max-target-positions {model.cfg.max_target_positions}"
             )
+        if match_source_len and self.cfg["target_length"]:
+            raise ValueError("--match-source-len and --target-length both fix the lengths: give one")
+        self.max_len_a, self.max_len_b, self.min_len = max_len_a, max_len_b, min_len
+        self.match_source_len = match_source_len
         self.model = model
         self.reranker = self.check_reranker(models, tgt_dict)
         self.retain_history = retain_history
@@ -190,6 +207,12 @@ class DiffusionGenerator:
     def check_reranker(self, models: List[Any], tgt_dict: Any) -> Optional[Any]:
         """The AR model of ``--path diff.pt:ar.pt`` for ``--candidate-selection reranker``."""
         if self.cfg["candidate_selection"] != "reranker":
+            if len(models) > 1:
+                raise ValueError(
+                    f"--path holds {len(models)} checkpoints: ensembles of denoisers are not "
+                    "supported; a second checkpoint is an AR reranker, for --candidate-selection "
+                    "reranker --path diffusion.pt:transformer.pt"
+                )
             return None
         if len(models) != 2 or not hasattr(models[1], "get_normalized_probs") or hasattr(models[1], "denoise"):
             raise ValueError(
@@ -225,13 +248,17 @@ class DiffusionGenerator:
 
     def candidate_lengths(self, encoder_out: Dict[str, Tensor]) -> Tensor:
         """[B · b1 · b2] target lengths: b1 predicted (or the fixed --target-length), b2 copies each."""
-        batch = encoder_out["padding_mask"].size(0)
+        padding_mask = encoder_out["padding_mask"]
+        batch, beam = padding_mask.size(0), self.cfg["length_beam"]
+        source = (~padding_mask).sum(dim=1, keepdim=True)  # with EOS
         if self.cfg["target_length"]:
-            lengths = encoder_out["padding_mask"].new_full(
-                (batch, self.cfg["length_beam"]), self.cfg["target_length"], dtype=torch.long
-            )
+            lengths = padding_mask.new_full((batch, beam), self.cfg["target_length"], dtype=torch.long)
+        elif self.match_source_len:
+            lengths = (source - 1).clamp(min=1).expand(batch, beam)
         else:
-            lengths = self.model.predict_lengths(encoder_out, self.cfg["length_beam"])
+            lengths = self.model.predict_lengths(encoder_out, beam)
+            longest = (self.max_len_a * source).floor().long() + self.max_len_b
+            lengths = torch.minimum(lengths, longest).clamp(min=self.min_len)
         return lengths.repeat_interleave(self.cfg["noise_beam"], dim=1).reshape(-1)
 
     def round(self, z0_hat: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:

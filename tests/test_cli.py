@@ -262,3 +262,24 @@ def test_validation_draws_are_fixed_by_the_validation_seed(data_bin, checkpoint)
     losses(1)
     assert torch.equal(torch.get_rng_state(), before)  # forked: the training stream is untouched
     assert losses(-1) != losses(-1)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--print-alignment",), "--print-alignment hard: not supported by diffusion decoding"),
+    (("--beam", "3"), "--beam 3: not supported by diffusion decoding .*--length-beam"),
+    (("--score-reference",), "--score-reference True: not supported"),
+])
+def test_generate_refuses_fairseq_flags_it_does_not_honour(data_bin, checkpoint, flags, message):
+    with pytest.raises(ValueError, match=message):
+        run_fairseq("generate", generate_args(data_bin, checkpoint, *flags))
+
+
+def test_generate_honours_iter_decode_max_iter_and_match_source_len(data_bin, checkpoint):
+    args = generate_args(data_bin, checkpoint, "--retain-iter-history", "--iter-decode-max-iter", "3",
+                         "--match-source-len")
+    at = args.index("--decoding-steps")
+    out = run_fairseq("generate", args[:at] + args[at + 2:])
+    assert len(re.findall(r"^E-0_\d+\t", out, flags=re.M)) == 3  # 3 reverse steps
+    sources = {int(i): s for i, s in re.findall(r"^S-(\d+)\t(.*)$", out, flags=re.M)}
+    for i, hyp in hypotheses(out).items():
+        assert len(hyp.split()) == len(sources[i].split())

@@ -11,6 +11,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from ..diffusion.noise import sentence_seed
+from ..generation_flags import fairseq_generation_flags
 from ..generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator
 
 
@@ -71,7 +72,8 @@ class DiffusionTranslationTask(TranslationTask):
 
     def build_generator(self, models: List[Any], args: Any, **unused: Any) -> DiffusionGenerator:
         """Decoding flags come from the task config; attributes of ``args`` (generation config,
-        ``--eval-bleu-args`` JSON, hub ``translate(**kwargs)``) override them."""
+        ``--eval-bleu-args`` JSON, hub ``translate(**kwargs)``) override them; fairseq's own
+        generation flags there get their NAT meaning or are refused (``generation_flags``)."""
         decoding = {name: getattr(args, name, None) for name in DECODING_FIELDS}
         decoding = {
             name: getattr(self.cfg, name) if value is None else value
@@ -81,5 +83,5 @@ class DiffusionTranslationTask(TranslationTask):
             models,
             self.target_dictionary,
             retain_history=bool(getattr(args, "retain_iter_history", False)),
-            **decoding,
+            **fairseq_generation_flags(args, decoding),
         )
