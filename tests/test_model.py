@@ -11,8 +11,8 @@ from diffusion_plugin.models.diffusion_transformer import (
     LENGTH_OFFSETS,
     DiffusionTransformerConfig,
     DiffusionTransformerModel,
-    apply_architecture,
 )
+from diffusion_plugin.models.base import fill_config
 from diffusion_plugin.models.packed_linear import can_pack
 
 
@@ -26,10 +26,10 @@ def make_dict(words=20) -> Dictionary:
 def make_model(**overrides) -> DiffusionTransformerModel:
     settings = dict(
         encoder_layers=1, decoder_layers=1, model_dim=32, ffn_dim=64, attention_heads=2,
-        latent_dim=8, diffusion_steps=50, dropout=0.0,
+        latent_dim=8, diffusion_steps=50, dropout=0.0, rescaling_factor="1",
     )
     args = argparse.Namespace(**{**settings, **overrides})
-    apply_architecture({}, args)
+    fill_config(DiffusionTransformerConfig, {}, args)
     dictionary = make_dict()
     return DiffusionTransformerModel(args, dictionary, dictionary)
 
@@ -47,7 +47,7 @@ def batch(model, lengths=(5, 3), target_lengths=(4, 2)):
 
 def test_architecture_defaults_and_command_line_precedence():
     args = argparse.Namespace(model_dim=64, self_cond=False)
-    apply_architecture(ARCHITECTURES["difformer_iwslt_de_en"], args)
+    fill_config(DiffusionTransformerConfig, ARCHITECTURES["difformer_iwslt_de_en"], args)
     assert args.model_dim == 64 and args.self_cond is False  # command line wins
     assert args.ffn_dim == 1024 and args.attention_heads == 4 and args.rescaling_factor == "4"
     assert args.latent_dim == 128 and args.diffusion_steps == 2000 and args.embed_norm is True

@@ -9,7 +9,8 @@ import argparse
 import logging
 import math
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
+from functools import partial
 from typing import Any, Dict, Type, Union
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
-from fairseq.models import BaseFairseqModel
+from fairseq.models import BaseFairseqModel, register_model_architecture
 
 from ..diffusion.adaptive_schedule import AdaptiveNoiseSchedule
 from ..diffusion.samplers import q_sample
@@ -47,12 +48,12 @@ class DiffusionConfig(FairseqDataclass):
         default="sqrt", metadata={"help": "named noise schedule"}
     )
     rescaling_factor: str = field(
-        default="1",
+        default="auto",
         metadata={
-            "help": "Difformer noise rescaling factor F (training noise F²β̄), or 'auto': the "
-            "smallest F on a 0.5 grid whose degeneration score is <= --dgs-max for this "
-            "vocabulary size, latent width, schedule and T (computed once at model build and "
-            "stored in the checkpoint)"
+            "help": "Difformer noise rescaling factor F (training noise F²β̄), or 'auto' (the "
+            "default): the smallest F on a 0.5 grid whose degeneration score is <= --dgs-max for "
+            "this vocabulary size, latent width, schedule and T (computed once at model build and "
+            "stored in the checkpoint); 1 trains without rescaling"
         },
     )
     dgs_max: float = field(
@@ -209,6 +210,44 @@ def fill_config(config_class: Type[FairseqDataclass], overrides: Dict[str, Any],
     for f in fields(config_class):
         if getattr(args, f.name, None) is None:
             setattr(args, f.name, overrides.get(f.name, f.default))
+
+
+def architecture_config(config_class: Type[FairseqDataclass], name: str, overrides: Dict[str, Any]) -> Type[FairseqDataclass]:
+    """``config_class`` with the architecture's values as its defaults."""
+    unknown = set(overrides) - {f.name for f in fields(config_class)}
+    if unknown:
+        raise ValueError(f"architecture {name} sets unknown fields {sorted(unknown)}")
+    changed = [
+        (f.name, f.type, field(default=overrides[f.name], metadata=f.metadata))
+        for f in fields(config_class)
+        if f.name in overrides
+    ]
+    title = "".join(part.title() for part in name.split("_")) + "Config"
+    return make_dataclass(title, changed, bases=(config_class,))
+
+
+def register_architectures(
+    model_name: str, config_class: Type[FairseqDataclass], table: Dict[str, Dict[str, Any]]
+) -> None:
+    """Register each architecture of ``table`` for both of fairseq's configuration paths.
+
+    ``--arch NAME`` (argparse): the architecture function fills the flags the command line left
+    unset (command line > architecture > dataclass default).  ``model._name: NAME``
+    (fairseq-hydra-train, or a checkpoint's config): hydra fills every field from the model's
+    dataclass before an architecture function could run, so each architecture also gets its own
+    dataclass, whose defaults are the architecture's, registered under its name (the config
+    store's ``model`` group and the dataclass registry, with the architecture mapped to it)."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY, MODEL_DATACLASS_REGISTRY
+    from hydra.core.config_store import ConfigStore
+
+    for name, overrides in table.items():
+        register_model_architecture(model_name, name)(partial(fill_config, config_class, overrides))
+        dataclass_ = architecture_config(config_class, name, overrides)
+        MODEL_DATACLASS_REGISTRY[name] = dataclass_
+        ARCH_MODEL_NAME_REGISTRY[name] = name
+        node = dataclass_()
+        node._name = name
+        ConfigStore.instance().store(name=name, group="model", node=node, provider="diffusion_plugin")
 
 
 class DiffusionModel(BaseFairseqModel, InferenceCached):

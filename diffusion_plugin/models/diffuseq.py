@@ -11,20 +11,19 @@
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fairseq.models import register_model, register_model_architecture
+from fairseq.models import register_model
 
 from .base import (
     DiffusionConfig,
     DiffusionModel,
     attention_padding_mask,
-    fill_config,
+    register_architectures,
     transformer_layer_args,
 )
 from .modules import SinusoidalPositions, TimestepEmbedding, padded_positions
@@ -183,13 +182,12 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     "diffuseq_tiny": dict(
         layers=2, model_dim=128, ffn_dim=256, attention_heads=4, latent_dim=64, dropout=0.1,
     ),
-    # DiffuSeq §4.1: 12 layers, 12 heads, width 768 (BERT-base), d = 128, T = 2000, sqrt, 128 tokens
+    # DiffuSeq §4.1: 12 layers, 12 heads, width 768 (BERT-base), d = 128, T = 2000, sqrt, 128
+    # tokens, no noise rescaling
     "diffuseq_base": dict(
         layers=12, model_dim=768, ffn_dim=3072, attention_heads=12, latent_dim=128, dropout=0.1,
-        activation_fn="gelu",
+        activation_fn="gelu", rescaling_factor="1",
     ),
 }
 
-
-for _name, _overrides in ARCHITECTURES.items():
-    register_model_architecture("diffuseq", _name)(partial(fill_config, DiffuSeqConfig, _overrides))
+register_architectures("diffuseq", DiffuSeqConfig, ARCHITECTURES)

@@ -6,19 +6,18 @@ width d (``--latent-dim``) and are projected to and from the model width.
 """
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-from fairseq.models import register_model, register_model_architecture
+from fairseq.models import register_model
 
 from .base import (
     DiffusionConfig,
     DiffusionModel,
     attention_padding_mask,
-    fill_config,
+    register_architectures,
     transformer_layer_args,
 )
 from .cached_decoder import LayerWeights, cached_decoder_forward, cross_attention_cache, decoder_weights
@@ -226,10 +225,12 @@ class DiffusionTransformerModel(DiffusionModel):
 
 
 # SeqDiffuSeq Table 6 (translation): 6+6 layers, emb 128, GeLU, input/output lengths 128/64,
-# self-conditioning, sqrt-initialised adaptive schedule (refit every 20K updates, K = 20)
+# self-conditioning, sqrt-initialised adaptive schedule (refit every 20K updates, K = 20), no
+# noise rescaling
 SEQDIFFUSEQ_TRANSLATION: Dict[str, Any] = dict(
     model_dim=512, ffn_dim=2048, attention_heads=8, dropout=0.3, activation_fn="gelu",
     self_cond=True, adaptive_schedule=True, max_source_positions=128, max_target_positions=64,
+    rescaling_factor="1",
 )
 
 ARCHITECTURES: Dict[str, Dict[str, Any]] = {
@@ -259,13 +260,4 @@ ARCHITECTURES: Dict[str, Dict[str, Any]] = {
     ),
 }
 
-
-def apply_architecture(overrides: Dict[str, Any], args: Any) -> None:
-    """Fill unset arguments: command line > architecture > dataclass default."""
-    fill_config(DiffusionTransformerConfig, overrides, args)
-
-
-for _name, _overrides in ARCHITECTURES.items():
-    register_model_architecture("diffusion_transformer", _name)(
-        partial(apply_architecture, _overrides)
-    )
+register_architectures("diffusion_transformer", DiffusionTransformerConfig, ARCHITECTURES)
