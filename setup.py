@@ -21,6 +21,7 @@ setup(
         "nltk>=3.8",  # scripts/score.py: DiffuSeq's sentence BLEU (NLTK smoothing method 4)
         "rouge-score>=0.1.2",  # scripts/score.py: ROUGE-L
         "tqdm",
+        "tensorboardX>=2.6",  # fairseq's --tensorboard-logdir silently does nothing without it
     ],
     extras_require={
         "test": ["pytest>=7", "matplotlib>=3.7"],

@@ -283,3 +283,10 @@ def test_generate_honours_iter_decode_max_iter_and_match_source_len(data_bin, ch
     sources = {int(i): s for i, s in re.findall(r"^S-(\d+)\t(.*)$", out, flags=re.M)}
     for i, hyp in hypotheses(out).items():
         assert len(hyp.split()) == len(sources[i].split())
+
+
+def test_tensorboard_logdir_writes_events(data_bin, tmp_path):
+    """Issue K.8: tensorboardX is installed with the plugin, so --tensorboard-logdir logs."""
+    run_fairseq("train", train_args(data_bin, tmp_path / "ckpt", "--max-update", "2", "--log-interval", "1",
+                                    "--log-format", "simple", "--tensorboard-logdir", str(tmp_path / "tb")))
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
