@@ -290,3 +290,15 @@ def test_tensorboard_logdir_writes_events(data_bin, tmp_path):
     run_fairseq("train", train_args(data_bin, tmp_path / "ckpt", "--max-update", "2", "--log-interval", "1",
                                     "--log-format", "simple", "--tensorboard-logdir", str(tmp_path / "tb")))
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("arch,flag,ours", [
+    ("diffusion_transformer_tiny", "--encoder-embed-dim", "--model-dim (encoder and decoder share it)"),
+    ("diffusion_transformer_tiny", "--decoder-ffn-embed-dim", "--ffn-dim"),
+    ("diffuseq_tiny", "--encoder-layers", "--layers"),
+])
+def test_fairseq_transformer_flags_point_at_ours(data_bin, tmp_path, capsys, arch, flag, ours):
+    args = train_args(data_bin, tmp_path, "--arch", arch, flag, "512", "--max-update", "1")
+    with pytest.raises(SystemExit):
+        run_fairseq("train", args)
+    assert f"{flag} is fairseq's transformer flag: the plugin's is {ours}" in capsys.readouterr().err

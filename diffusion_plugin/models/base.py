@@ -98,6 +98,29 @@ class DiffusionConfig(FairseqDataclass):
     )
 
 
+# fairseq transformer flags a user types by habit -> the plugin's flag
+FAIRSEQ_TRANSFORMER_FLAGS = {
+    f"{side}-{theirs}": ours
+    for side in ("encoder", "decoder")
+    for theirs, ours in (("embed-dim", "model-dim"), ("ffn-embed-dim", "ffn-dim"),
+                         ("attention-heads", "attention-heads"), ("layers", "layers"))
+}
+
+
+def pointing_to(ours: str) -> Type[argparse.Action]:
+    """An argparse action refusing a fairseq transformer flag with the plugin's flag to use."""
+
+    class PointTo(argparse.Action):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, nargs="?", **kwargs)
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            shared = "" if ours == "layers" else " (encoder and decoder share it)"
+            parser.error(f"{option_string} is fairseq's transformer flag: the plugin's is --{ours}{shared}")
+
+    return PointTo
+
+
 def check_config(cfg: Any) -> None:
     """Reject impossible settings with messages naming the flag."""
     if cfg.diffusion_steps < 1:
@@ -292,6 +315,10 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
                     help=f.metadata.get("help"),
                 )
         gen_parser_from_dataclass(parser, cls.config_class(), delete_default=True)
+        names = {f.name for f in fields(cls.config_class)}
+        for theirs, ours in FAIRSEQ_TRANSFORMER_FLAGS.items():
+            if theirs.replace("-", "_") not in names:
+                parser.add_argument("--" + theirs, action=pointing_to(ours), help=argparse.SUPPRESS)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """Refuse checkpoints trained with other dictionaries before shapes get compared; match
