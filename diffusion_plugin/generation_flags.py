@@ -4,7 +4,9 @@ naming the plugin's flag, never silently ignored.  They reach ``build_generator`
 ``fairseq-generate`` / ``-interactive`` (the generation config), ``--eval-bleu-args`` and the hub's
 ``translate(**kwargs)``; a flag at fairseq's default value is not a request.
 """
-from typing import Any, Dict, Tuple
+import difflib
+from argparse import Namespace
+from typing import Any, Dict, Iterable, Tuple
 
 # flag: (fairseq's default, why it is refused / what to use instead)
 REFUSED: Dict[str, Tuple[Any, str]] = {
@@ -53,9 +55,31 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def given_names(args: Any) -> Iterable[str]:
+    """The argument names ``args`` holds (a generation config, a Namespace of --eval-bleu-args)."""
+    if isinstance(args, Namespace):
+        return vars(args).keys()
+    return args.keys() if hasattr(args, "keys") else ()
+
+
+def check_names(args: Any, decoding: Dict[str, Any]) -> None:
+    """Refuse a name that is neither fairseq's generation flag nor ours (a hub ``translate()``
+    keyword with a typo would otherwise be ignored), suggesting the closest."""
+    from fairseq.dataclass.configs import GenerationConfig
+
+    known = set(GenerationConfig.__dataclass_fields__) | set(decoding)
+    for name in given_names(args):
+        if name.startswith("_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown decoding argument {name!r}{hint}")
+
+
 def fairseq_generation_flags(args: Any, decoding: Dict[str, Any]) -> Dict[str, Any]:
     """Check fairseq's generation flags in ``args``; return ``decoding`` (the plugin's decoding
     flags, updated by the aliases) plus the length flags for :class:`DiffusionGenerator`."""
+    check_names(args, decoding)
     for name, (default, reason) in REFUSED.items():
         value = getattr(args, name, default)
         if value == default:

@@ -77,8 +77,31 @@ class DecodingConfig(FairseqDataclass):
 DECODING_FIELDS = tuple(f.name for f in fields(DecodingConfig) if not f.name.startswith("_"))
 
 
+def check_types(cfg: Dict[str, Any]) -> None:
+    """Each decoding flag of the type its field declares (hub keyword arguments arrive
+    unchecked: "2", 2.5 or nan for a count): an int (not a bool) for an int field, a number for
+    a float field, a bool for a bool field."""
+    for f in fields(DecodingConfig):
+        value, kind = cfg.get(f.name), f.type
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind is bool:
+            ok = isinstance(value, bool)
+        else:  # a choice, checked by check_decoding
+            ok = True
+        if not ok:
+            raise ValueError(f"--{f.name.replace('_', '-')} must be {type_name(kind)}, got {value!r}")
+
+
+def type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false"}[kind]
+
+
 def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
     """Clear errors for impossible decoding flags."""
+    check_types(cfg)
     steps = cfg["decoding_steps"]
     if not 1 <= steps <= diffusion_steps:
         raise ValueError(

@@ -229,6 +229,16 @@ def test_hub_interface_translates_with_decoding_flags(data_bin, checkpoint):
     assert hub.translate([""], decoding_steps=4) == [""]
     with pytest.raises(ValueError, match="--length-beam must be >= 1, got 0"):
         hub.translate(sources, length_beam=0)
+    # issue K.14: wrong types and typos name the argument; K.5: beam= and sampling= are refused
+    for kwargs, message in (({"length_beam": "2"}, "--length-beam must be an integer, got '2'"),
+                            ({"noise_beam": 2.5}, "--noise-beam must be an integer, got 2.5"),
+                            ({"lenght_beam": 3}, r"unknown decoding argument 'lenght_beam' \(did you mean length_beam\?\)"),
+                            ({"beam": 3}, "--beam 3: not supported by diffusion decoding"),
+                            ({"sampling": True}, "--sampling True: not supported")):
+        with pytest.raises(ValueError, match=message):
+            hub.translate(sources, **kwargs)
+    with pytest.raises(ValueError, match="--score-reference True: not supported"):
+        hub.score(sources[0])  # would return a generation, not a score
 
 
 def test_validation_draws_are_fixed_by_the_validation_seed(data_bin, checkpoint):

@@ -73,3 +73,11 @@ def test_two_denoisers_without_the_reranker_are_refused():
     model = make_model().eval()
     with pytest.raises(ValueError, match="--path holds 2 checkpoints: ensembles of denoisers are not supported"):
         generator(model, model)
+
+
+def test_unknown_names_are_refused_with_the_closest():
+    with pytest.raises(ValueError, match=r"unknown decoding argument 'lenght_beam' \(did you mean length_beam\?\)"):
+        fairseq_generation_flags(Namespace(lenght_beam=3), DEFAULTS)
+    with pytest.raises(ValueError, match=r"unknown decoding argument 'zzz'$"):
+        fairseq_generation_flags(Namespace(zzz=1), DEFAULTS)
+    fairseq_generation_flags(Namespace(length_beam=3, nbest=2, _name="x"), DEFAULTS)

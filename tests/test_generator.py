@@ -474,6 +474,13 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"prior_sampling_prob": 1.5}, r"--prior-sampling-prob must be in \[0, 1\], got 1.5"),
         ({"prior_sampling_until": -0.5}, r"--prior-sampling-until must be in \[0, 1\], got -0.5"),
         ({"target_length": -3}, r"--target-length must be >= 0, got -3"),
+        ({"length_beam": "2"}, r"--length-beam must be an integer, got '2'"),
+        ({"noise_beam": 2.5}, r"--noise-beam must be an integer, got 2.5"),
+        ({"target_length": math.nan}, r"--target-length must be an integer, got nan"),
+        ({"decoding_steps": 3.7}, r"--decoding-steps must be an integer, got 3.7"),
+        ({"length_beam": True}, r"--length-beam must be an integer, got True"),
+        ({"ddim_eta": "0.5"}, r"--ddim-eta must be a number, got '0.5'"),
+        ({"clamping": 1}, r"--clamping must be true or false, got 1"),
         ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddpm', 'ddim'\), got 'euler'"),
     ],
 )
