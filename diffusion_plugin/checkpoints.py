@@ -29,6 +29,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read."""
 
 
+# torch.save(..., _use_new_zipfile_serialization=False) starts with the pickled magic number
+LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def is_legacy_torch_file(path: str) -> bool:
+    """A torch checkpoint in the pre-1.6 (non-zip) format, which torch.load still reads."""
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_TORCH_HEADER)) == LEGACY_TORCH_HEADER
+
+
 def check_checkpoint_file(path: str) -> None:
     """Raise :class:`CheckpointError` for a missing, empty or truncated checkpoint file."""
     if not os.path.exists(path):
@@ -36,7 +46,7 @@ def check_checkpoint_file(path: str) -> None:
     size = os.path.getsize(path)
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the save was interrupted")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path) and not is_legacy_torch_file(path):
         raise CheckpointError(
             f"checkpoint {path} ({size} bytes) is truncated or not a torch checkpoint; "
             "use an earlier checkpoint (e.g. checkpoint_best.pt) or retrain"

@@ -103,6 +103,15 @@ def test_transformer_checkpoint_is_refused_by_the_diffusion_task(data_bin, trans
         run_fairseq("generate", generate_args(data_bin, transformer_checkpoint))
 
 
+def test_hub_refuses_a_transformer_checkpoint(data_bin, transformer_checkpoint):
+    from diffusion_plugin.models import DiffusionTransformerModel
+
+    with pytest.raises(TypeError, match=r"holds a TransformerModel \(translation task\), not a diffusion model"):
+        DiffusionTransformerModel.from_pretrained(str(transformer_checkpoint.parent),
+                                                  checkpoint_file=transformer_checkpoint.name,
+                                                  data_name_or_path=str(data_bin))
+
+
 @pytest.mark.parametrize("steps", ["0", "101"])
 def test_decoding_steps_out_of_range(data_bin, checkpoint, steps):
     args = generate_args(data_bin, checkpoint)
@@ -122,6 +131,11 @@ def test_empty_and_truncated_checkpoints(data_bin, checkpoint, tmp_path):
     truncated.write_bytes(checkpoint.read_bytes()[:4096])
     with pytest.raises(CheckpointError, match="truncated or not a torch checkpoint"):
         run_fairseq("generate", generate_args(data_bin, truncated))
+    # issue K.14: a valid checkpoint in torch's legacy (non-zip) format decodes
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.load(checkpoint, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert hypotheses(run_fairseq("generate", generate_args(data_bin, legacy))) == hypotheses(
+        run_fairseq("generate", generate_args(data_bin, checkpoint)))
 
 
 def test_dictionary_mismatch_is_reported(checkpoint, tmp_path):

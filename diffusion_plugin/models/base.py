@@ -303,6 +303,20 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
         self.register_buffer("dictionary_fingerprint", torch.tensor(fingerprint))
 
     @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "model.pt", *args: Any, **kwargs: Any) -> Any:
+        """fairseq's hub interface, refusing a checkpoint that holds another kind of model (an
+        AR transformer's hub would silently ignore the diffusion decoding arguments)."""
+        hub = super().from_pretrained(model_name_or_path, checkpoint_file, *args, **kwargs)
+        model = hub.models[0]
+        if not isinstance(model, DiffusionModel):
+            raise TypeError(
+                f"{checkpoint_file} holds a {type(model).__name__} ({hub.cfg.task._name} task), "
+                f"not a diffusion model: load it with its own class, e.g. fairseq's "
+                "TransformerModel.from_pretrained"
+            )
+        return hub
+
+    @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         """Dataclass flags without defaults, so architectures can set them; each boolean
         technique gets ``--X/--no-X`` so an architecture's choice can be ablated."""
