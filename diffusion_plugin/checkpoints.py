@@ -3,9 +3,13 @@
 fairseq 0.12 stores a few plain-Python objects besides tensors: legacy architectures keep their
 ``argparse.Namespace`` in ``cfg.model`` and ``--eval-bleu`` keeps numpy arrays in the metrics
 state.  They are allow-listed here instead of disabling the safe loader.  Importing this module
-also makes fairseq report an empty, truncated or non-checkpoint file by name.
+also makes fairseq report an empty, truncated or non-checkpoint file by name, and makes a resume
+whose ``checkpoint_last.pt`` is damaged fall back to the newest intact checkpoint.
 """
 import argparse
+import copy
+import glob
+import logging
 import os
 import zipfile
 from typing import Any, Callable
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 from fairseq import checkpoint_utils
 
+logger = logging.getLogger(__name__)
 _multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
 SAFE_GLOBALS = [
     argparse.Namespace,
@@ -63,6 +68,42 @@ def checked(load: Callable[..., Any]) -> Callable[..., Any]:
     return load_checkpoint_to_cpu
 
 
+def intact(path: str) -> bool:
+    try:
+        check_checkpoint_file(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def resumable(load: Callable[..., Any]) -> Callable[..., Any]:
+    """fairseq's resume (``load_checkpoint``), falling back to the newest intact checkpoint of
+    ``--save-dir`` when ``checkpoint_last.pt`` is damaged (a save cut short by a full disk or a
+    kill): nothing trained before it is lost, and the log says which file was used."""
+
+    def load_checkpoint(cfg: Any, trainer: Any, **kwargs: Any) -> Any:
+        last = os.path.join(cfg.save_dir, f"checkpoint_last{trainer.checkpoint_suffix}.pt")
+        if cfg.restore_file == "checkpoint_last.pt" and os.path.exists(last) and not intact(last):
+            candidates = sorted(
+                (p for p in glob.glob(os.path.join(cfg.save_dir, "checkpoint*.pt")) if p != last),
+                key=os.path.getmtime,
+                reverse=True,
+            )
+            fallback = next((p for p in candidates if intact(p)), None)
+            if fallback is None:
+                check_checkpoint_file(last)  # raises, naming the file
+            logger.warning("%s is damaged (truncated save): resuming from %s, the newest intact "
+                           "checkpoint in %s", last, fallback, cfg.save_dir)
+            cfg = copy.deepcopy(cfg)
+            cfg.restore_file = fallback
+        return load(cfg, trainer, **kwargs)
+
+    load_checkpoint.__wrapped__ = load  # type: ignore[attr-defined]
+    return load_checkpoint
+
+
 torch.serialization.add_safe_globals(SAFE_GLOBALS)
 if not hasattr(checkpoint_utils.load_checkpoint_to_cpu, "__wrapped__"):
     checkpoint_utils.load_checkpoint_to_cpu = checked(checkpoint_utils.load_checkpoint_to_cpu)
+if not hasattr(checkpoint_utils.load_checkpoint, "__wrapped__"):
+    checkpoint_utils.load_checkpoint = resumable(checkpoint_utils.load_checkpoint)

@@ -1,4 +1,5 @@
 """fairseq-train / -generate / -interactive with the plugin, in-process on generated data."""
+import logging
 import re
 import subprocess
 import sys
@@ -326,3 +327,21 @@ def test_fairseq_transformer_flags_point_at_ours(data_bin, tmp_path, capsys, arc
     with pytest.raises(SystemExit):
         run_fairseq("train", args)
     assert f"{flag} is fairseq's transformer flag: the plugin's is {ours}" in capsys.readouterr().err
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(data_bin, tmp_path, caplog):
+    """Issue K.13: checkpoint_last.pt cut short (a full disk during fairseq's copy) does not stop
+    the rerun: it resumes from the newest intact checkpoint in --save-dir and says so."""
+    from fairseq.checkpoint_utils import load_checkpoint_to_cpu
+
+    first = train_args(data_bin, tmp_path, "--max-update", "2", "--save-interval-updates", "1")
+    run_fairseq("train", first)
+    last = tmp_path / "checkpoint_last.pt"
+    last.write_bytes(last.read_bytes()[:4096])
+    with caplog.at_level(logging.INFO):
+        run_fairseq("train", train_args(data_bin, tmp_path, "--max-update", "3", "--save-interval-updates", "1"))
+    # the newest intact file: the save at update 2 (checkpoint_E_2.pt, or its copy checkpoint_best.pt)
+    assert re.search(rf"{last} is damaged \(truncated save\): resuming from {tmp_path}/checkpoint_(\d+_2|best).pt",
+                     caplog.text)
+    assert re.search(r"Loaded checkpoint \S+ \(epoch \d+ @ 2 updates\)", caplog.text)
+    assert load_checkpoint_to_cpu(str(last))["optimizer_history"][-1]["num_updates"] == 3
