@@ -345,3 +345,28 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(data_bin, tmp_path, c
                      caplog.text)
     assert re.search(r"Loaded checkpoint \S+ \(epoch \d+ @ 2 updates\)", caplog.text)
     assert load_checkpoint_to_cpu(str(last))["optimizer_history"][-1]["num_updates"] == 3
+
+
+def test_dummy_batches_record_no_training_statistics(data_bin, tmp_path):
+    """Issue K.9: fairseq replays a batch with ignore_grad on a worker that ran out of batches;
+    the adaptive schedule and the importance sampler must not count it."""
+    from fairseq import optim, options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    args = train_args(data_bin, tmp_path, "--adaptive-schedule", "--timestep-sampler", "loss-second-moment")
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), input_args=args))
+    task = tasks.setup_task(cfg.task)
+    model, criterion = task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+    optimizer = optim.build_optimizer(cfg.optimizer, list(model.parameters()))
+    task.load_dataset("train")
+    batch = next(iter(task.get_batch_iterator(task.dataset("train"), max_tokens=500).next_epoch_itr(shuffle=False)))
+    model.train()
+
+    def statistics():
+        return [b.clone() for b in (*model.timestep_sampler.buffers(), *model.schedule.buffers())]
+
+    before = statistics()
+    task.train_step(batch, model, criterion, optimizer, 0, ignore_grad=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, statistics())) and model.recording
+    task.train_step(batch, model, criterion, optimizer, 0)
+    assert not all(torch.equal(a, b) for a, b in zip(before, statistics()))

@@ -285,6 +285,7 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
 
     config_class: Type[DiffusionConfig] = DiffusionConfig
     length_from_padding: bool = False
+    recording: bool = True  # record_losses keeps the training statistics
 
     def __init__(self, cfg: Any, src_dict: Any, tgt_dict: Any) -> None:
         super().__init__()
@@ -393,7 +394,10 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
 
     def record_losses(self, timesteps: Tensor, token_losses: Tensor, mask: Tensor, losses: Tensor) -> None:
         """Training statistics: per-token denoising losses [B, L] for the adaptive schedule and
-        per-sequence losses [B] for the importance sampler."""
+        per-sequence losses [B] for the importance sampler; nothing while ``recording`` is off
+        (fairseq's dummy batches: a replayed batch with ignore_grad on a worker that ran out)."""
+        if not self.recording:
+            return
         if isinstance(self.schedule, AdaptiveNoiseSchedule):
             self.schedule.record(timesteps, token_losses, mask)
         if isinstance(self.timestep_sampler, LossSecondMomentSampler):

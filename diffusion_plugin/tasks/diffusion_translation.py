@@ -64,6 +64,22 @@ class DiffusionTranslationTask(TranslationTask):
                     if isinstance(value, (np.ndarray, np.generic)):
                         setattr(meter, name, torch.from_numpy(np.asarray(value)))
 
+    def train_step(self, sample: Any, model: Any, criterion: Any, optimizer: Any, update_num: int,
+                   ignore_grad: bool = False) -> Any:
+        """fairseq's step; a dummy batch (``ignore_grad``: fairseq replays a batch on a worker
+        with none left, so that every worker joins the gradient sync) records no loss statistics
+        for the adaptive schedule or the importance sampler."""
+        inner = model
+        while hasattr(inner, "module"):  # fairseq's distributed wrappers
+            inner = inner.module
+        if not ignore_grad:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        inner.recording = False
+        try:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        finally:
+            inner.recording = True
+
     def optimizer_step(self, optimizer: Any, model: Any, update_num: int) -> None:
         """The step, then the model's end-of-update hook (every worker, same update): merge the
         adaptive-schedule and timestep-sampler statistics and refit the schedule when due."""
