@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .packed_encoder import attended_keys, feed_forward, merge_heads, self_attention, split_heads
-from .packed_linear import Linear, activation_name
+from .packed_linear import Linear, activation_name, require_pre_norm
 
 KeyValues = List[Tuple[Tensor, Tensor]]
 
@@ -39,6 +39,7 @@ class LayerWeights(NamedTuple):
 def decoder_weights(decoder: nn.TransformerDecoder, pack: bool) -> List[LayerWeights]:
     """Per layer, its decoding-step linear maps; with ``pack``, packed for oneDNN on a CPU (a
     constant snapshot of the current parameters)."""
+    require_pre_norm(decoder.layers)
     linear = partial(Linear, pack=pack)
     layers = []
     for layer in decoder.layers:

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_linear import Linear, activation_name
+from .packed_linear import Linear, activation_name, require_pre_norm
 
 
 class EncoderLayerWeights(NamedTuple):
@@ -28,6 +28,7 @@ class EncoderLayerWeights(NamedTuple):
 def encoder_weights(encoder: nn.TransformerEncoder, pack: bool) -> List[EncoderLayerWeights]:
     """Per layer, its linear maps; with ``pack``, packed for oneDNN on a CPU (a constant
     snapshot of the current parameters)."""
+    require_pre_norm(encoder.layers)
     return [
         EncoderLayerWeights(
             Linear(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias, pack),
