@@ -14,7 +14,7 @@ from diffusion_plugin.diffusion.samplers import (
     respaced_timesteps,
 )
 from diffusion_plugin.diffusion.schedules import alphas_cumprod, rescale
-from diffusion_plugin.diffusion.selection import mbr_utilities, sentence_bleu
+from diffusion_plugin.diffusion.selection import add_one_sentence_bleu, mbr_utilities
 
 
 def test_q_sample_mean_and_variance():
@@ -112,12 +112,12 @@ def test_respacing_keeps_alpha_bar_at_chosen_steps():
         respaced_timesteps(100, 0)
 
 
-def test_sentence_bleu_and_mbr_pick_the_consensus():
-    assert sentence_bleu([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
-    assert sentence_bleu([], [1, 2]) == 0.0
+def test_add_one_sentence_bleu_and_mbr_pick_the_consensus():
+    assert add_one_sentence_bleu([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert add_one_sentence_bleu([], [1, 2]) == 0.0
     # p1 = 2/3, p2 = (1+1)/(2+1), p3 = (0+1)/(1+1), p4 = (0+1)/(0+1); BP = 1 (h=3 >= r=3)
     expected = math.exp((math.log(2 / 3) + math.log(2 / 3) + math.log(1 / 2) + 0) / 4)
-    assert sentence_bleu([1, 2, 9], [1, 2, 3]) == pytest.approx(expected)
+    assert add_one_sentence_bleu([1, 2, 9], [1, 2, 3]) == pytest.approx(expected)
     candidates = [[5, 6, 7, 8, 9], [1, 2, 3, 4, 5], [1, 2, 3, 4, 6], [1, 2, 3, 9, 5]]
     utilities = mbr_utilities(candidates)
     assert max(range(4), key=utilities.__getitem__) == 1

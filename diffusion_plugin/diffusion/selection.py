@@ -10,7 +10,7 @@ def ngram_counts(tokens: Sequence[int], order: int) -> Counter:
     return Counter(tuple(tokens[i : i + order]) for i in range(len(tokens) - order + 1))
 
 
-def sentence_bleu(hypothesis: Sequence[int], reference: Sequence[int], max_order: int = 4) -> float:
+def add_one_sentence_bleu(hypothesis: Sequence[int], reference: Sequence[int], max_order: int = 4) -> float:
     """Sentence BLEU in [0, 1] with add-one smoothing of the n > 1 precisions (Lin & Och 2004).
 
     BLEU = BP · exp(mean_n log p_n),  p_1 = m_1 / h_1,  p_n = (m_n + 1) / (h_n + 1) for n > 1,
@@ -36,7 +36,7 @@ def mbr_utilities(candidates: Sequence[Sequence[int]]) -> List[float]:
     if len(candidates) == 1:
         return [0.0]
     return [
-        sum(sentence_bleu(c, other) for j, other in enumerate(candidates) if j != i)
+        sum(add_one_sentence_bleu(c, other) for j, other in enumerate(candidates) if j != i)
         / (len(candidates) - 1)
         for i, c in enumerate(candidates)
     ]
