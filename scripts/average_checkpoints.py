@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import checkout  # noqa: E402,F401  (the plugin from this checkout when not installed)
 from diffusion_plugin.checkpoints import check_checkpoint_file  # noqa: E402
 
 

@@ -20,10 +20,7 @@ import sys
 import time
 from typing import Callable, List, NoReturn, Optional, Sequence
 
-try:
-    import diffusion_plugin  # noqa: F401
-except ImportError:  # not installed: run from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkout  # noqa: F401  (the plugin from this checkout when not installed)
 
 from diffusion_plugin.diffusion import degeneration as dg  # noqa: E402
 from diffusion_plugin.diffusion.schedules import SCHEDULES, alphas_cumprod  # noqa: E402

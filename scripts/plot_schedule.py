@@ -16,10 +16,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-try:
-    import diffusion_plugin  # noqa: F401
-except ImportError:  # not installed: run from a checkout
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkout  # noqa: F401  (the plugin from this checkout when not installed)
 
 from diffusion_plugin.diffusion.schedules import alphas_cumprod  # noqa: E402
 

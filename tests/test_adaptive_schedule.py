@@ -3,6 +3,7 @@ refit math, monotonicity, sparse statistics, sampler probabilities, distributed 
 exact resume through fairseq-train, old checkpoints, flag off, plot script."""
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,8 @@ def test_generation_reads_the_adaptive_table(adaptive_run, data_bin):
 
 
 def _plot_script():
+    if str(ROOT / "scripts") not in sys.path:  # as when run: the script's folder first on sys.path
+        sys.path.insert(0, str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location("plot_schedule", ROOT / "scripts" / "plot_schedule.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
