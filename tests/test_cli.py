@@ -370,3 +370,21 @@ def test_dummy_batches_record_no_training_statistics(data_bin, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, statistics())) and model.recording
     task.train_step(batch, model, criterion, optimizer, 0)
     assert not all(torch.equal(a, b) for a, b in zip(before, statistics()))
+
+
+def test_required_batch_size_multiple_applies_to_training_batches_only(data_bin, checkpoint):
+    """Issue K.5: the train subset's batches keep --required-batch-size-multiple (fairseq's 8);
+    validation and generation batches ignore it, so none is dropped."""
+    from fairseq import checkpoint_utils
+
+    _, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides={"data": str(data_bin)})
+    for split in ("train", "valid"):
+        task.load_dataset(split)
+
+    def sizes(split):
+        itr = task.get_batch_iterator(task.dataset(split), max_sentences=13, required_batch_size_multiple=8)
+        return [len(b["id"]) for b in itr.next_epoch_itr(shuffle=False)]
+
+    train, valid = sizes("train"), sizes("valid")
+    assert set(train) == {8}  # as in fairseq's own tasks (its batch_by_size leaves out the last 4)
+    assert valid == [13, 13, 4]

@@ -38,8 +38,9 @@ class DiffusionTranslationTask(TranslationTask):
     def get_batch_iterator(self, dataset: Any, **kwargs: Any) -> Any:
         """fairseq's batch_by_size silently drops the last batch when its size is not a multiple
         of --required-batch-size-multiple (8 by default): fairseq-generate and validation would
-        lose sentences.  Batches here are never dropped."""
-        kwargs["required_batch_size_multiple"] = 1
+        lose sentences, so their batches ignore it; training batches (the train subset) keep it."""
+        if dataset is not self.datasets.get(self.cfg.train_subset):
+            kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, **kwargs)
 
     def valid_step(self, sample: Any, model: Any, criterion: Any) -> Any:
