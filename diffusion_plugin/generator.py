@@ -143,7 +143,7 @@ def max_last(x: Tensor, block: int = 512) -> Tuple[Tensor, Tensor]:
     """(max, argmax) over the last dimension of [..., V] through block maxima: the maximum of each
     block of ``block`` entries (amax, vectorised), the first block holding the row maximum, then
     the argmax within it. Same result as ``x.max(dim=-1)`` (first index on ties); on a CPU
-    torch's max with indices does not vectorise and costs ~10x amax over a vocabulary."""
+    torch's max with indices does not vectorise and costs several times amax."""
     *leading, size = x.shape
     blocks = size // block
     if blocks < 2:
@@ -306,7 +306,7 @@ class DiffusionGenerator:
 
     def round_rows(self, z0_hat: Tensor) -> Tuple[Tensor, Tensor]:
         """argmax_v ℓ_v and log p = −log Σ_v exp(ℓ_v − max ℓ) of the logits ℓ (``max_last``; the
-        sum as 2^((ℓ − max ℓ)·log2 e), in place on the float32 logits: torch's exp is 4.5x slower
+        sum as 2^((ℓ − max ℓ)·log2 e), in place on the float32 logits: torch's exp is slower
         than exp2 on a CPU)."""
         logits = self.model.logits(z0_hat).float()  # a new tensor (the product, or its copy)
         blocked = [self.eos, self.bos] if self.model.length_from_padding else [self.pad, self.eos, self.bos]
@@ -374,10 +374,9 @@ class DiffusionGenerator:
         """The batch cut into runs of consecutive sources whose b candidates hold at most
         SLICE_ACTIVATIONS[device] / --ffn-dim token rows (b · sources · longest source; a source
         alone may exceed it), each as (first, end, its sources without their all-padding
-        columns). On a CPU the activations of
-        a large batch of candidates leave the caches, and decoding it slice by slice runs up to
-        2.6x faster (Multi30k, b = 3x3, batch 64: bench/results/2026-12-01-cpu-speed-packed.md);
-        a GPU decodes the batch at once."""
+        columns). On a CPU the activations of a large batch of candidates leave the caches, and
+        decoding it slice by slice is faster (bench/results/2026-12-01-cpu-speed-packed.md); a
+        GPU decodes the batch at once."""
         activations = SLICE_ACTIVATIONS.get(src_tokens.device.type)
         whole = [(0, src_tokens.size(0), src_tokens)]
         if activations is None:

@@ -55,7 +55,7 @@ def merge_heads(x: Tensor) -> Tensor:
 def attended_keys(padding_mask: Optional[Tensor]) -> Optional[Tensor]:
     """The attention mask [N, 1, 1, L] of ``padding_mask`` [N, L] (True at padding): True at the
     keys to attend to; None where no key is padding on a CPU (a source or candidate decoded
-    alone), since attention without a mask is ~1.5x faster there at decoding sizes. On a GPU
+    alone), since attention without a mask is faster there at decoding sizes. On a GPU
     the mask is kept: the check would synchronise with the device at every step."""
     if padding_mask is None or (padding_mask.device.type == "cpu" and not padding_mask.any()):
         return None

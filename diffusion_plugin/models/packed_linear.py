@@ -5,8 +5,7 @@ hands every product to the BLAS with the row-major weight; oneDNN's inner produc
 weight reordered once into its blocked layout instead (what ``torch.compile`` does with frozen
 weights). y = x·Wᵀ + b either way; only the summation order, hence float rounding, differs.
 A feed-forward block's activation is fused into its first map (a oneDNN post-op) when packed.
-Measured on an AVX-512 EPYC core at decoding shapes (13 to 1000 rows, widths 256 to 1024):
-float32 1.3-2.3x and bfloat16 1.1-1.5x faster than ``F.linear`` (slower for a single row).
+Speed against ``F.linear``: bench/results/2026-12-01-cpu-speed-packed.md.
 """
 from typing import Callable, Dict, Optional
 
