@@ -104,10 +104,24 @@ def test_transformer_checkpoint_is_refused_by_the_diffusion_task(data_bin, trans
         run_fairseq("generate", generate_args(data_bin, transformer_checkpoint))
 
 
+def test_torch_hub_loads_the_checkpoint_through_hubconf(data_bin, checkpoint):
+    """Issue K.8: hubconf.py at the repository root (torch.hub.load(..., source="local"))."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    hub = torch.hub.load(str(repo), "diffusion_transformer", source="local",
+                         model_name_or_path=str(checkpoint.parent), checkpoint_file=checkpoint.name,
+                         data_name_or_path=str(data_bin))
+    assert len(hub.translate(["a b"], decoding_steps=2)) == 1
+    with pytest.raises(TypeError, match="holds a DiffusionTransformerModel .*, not a DiffuSeqModel"):
+        torch.hub.load(str(repo), "diffuseq", source="local", model_name_or_path=str(checkpoint.parent),
+                       checkpoint_file=checkpoint.name, data_name_or_path=str(data_bin))
+
+
 def test_hub_refuses_a_transformer_checkpoint(data_bin, transformer_checkpoint):
     from diffusion_plugin.models import DiffusionTransformerModel
 
-    with pytest.raises(TypeError, match=r"holds a TransformerModel \(translation task\), not a diffusion model"):
+    with pytest.raises(TypeError, match=r"holds a TransformerModel \(translation task\), not a DiffusionTransformerModel"):
         DiffusionTransformerModel.from_pretrained(str(transformer_checkpoint.parent),
                                                   checkpoint_file=transformer_checkpoint.name,
                                                   data_name_or_path=str(data_bin))

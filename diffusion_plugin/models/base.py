@@ -309,11 +309,10 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
         AR transformer's hub would silently ignore the diffusion decoding arguments)."""
         hub = super().from_pretrained(model_name_or_path, checkpoint_file, *args, **kwargs)
         model = hub.models[0]
-        if not isinstance(model, DiffusionModel):
+        if not isinstance(model, cls):
             raise TypeError(
                 f"{checkpoint_file} holds a {type(model).__name__} ({hub.cfg.task._name} task), "
-                f"not a diffusion model: load it with its own class, e.g. fairseq's "
-                "TransformerModel.from_pretrained"
+                f"not a {cls.__name__}: load it with its own class's from_pretrained"
             )
         return hub
 
