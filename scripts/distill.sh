@@ -29,16 +29,18 @@ Options:
   --shards N         translate the train split in N processes of one thread each, every one
                      on 1/N of the batches (fairseq's --distributed-world-size sharding of
                      fairseq-generate; default: 1, with fairseq's threading)
+  --max-length-ratio R  replace a translation longer than R x source + 5 tokens (a weak
+                     teacher's repetition loop) by the original target (default: keep all)
   -h, --help         show this help
 GPU use follows fairseq (CUDA when visible); set CPU=1 to force --cpu.
 EOF
 }
 
 DATA="" SRC="" TGT="" TEACHER="" OUT="" WORK="" ARCH=transformer_iwslt_de_en
-MAX_UPDATE=50000 MAX_TOKENS=4096 BEAM=5 SHARDS=1 EXTRA=()
+MAX_UPDATE=50000 MAX_TOKENS=4096 BEAM=5 SHARDS=1 RATIO="" EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --data-bin | --src | --tgt | --teacher | --out | --work | --arch | --max-update | --max-tokens | --beam | --shards)
+    --data-bin | --src | --tgt | --teacher | --out | --work | --arch | --max-update | --max-tokens | --beam | --shards | --max-length-ratio)
       [[ $# -ge 2 ]] || die "$1 needs a value (see --help)"
       case "$1" in
         --data-bin) DATA="${2%/}" ;;
@@ -52,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --max-tokens) MAX_TOKENS="$2" ;;
         --beam) BEAM="$2" ;;
         --shards) SHARDS="$2" ;;
+        --max-length-ratio) RATIO="$2" ;;
       esac
       shift 2
       ;;
@@ -126,8 +129,10 @@ else
   fi
   touch "$WORK/train.gen.done"
 fi
+RATIO_FLAG=()
+[[ -n "$RATIO" ]] && RATIO_FLAG=(--max-length-ratio "$RATIO")
 "$PYTHON" "$SCRIPT_DIR/distill_text.py" "$WORK/train.gen" --data-bin "$DATA" --src "$SRC" \
-  --tgt "$TGT" --out "$WORK/train.distill"
+  --tgt "$TGT" --out "$WORK/train.distill" "${RATIO_FLAG[@]}"
 
 echo "== fairseq-preprocess (original dictionaries) -> $OUT"
 mkdir -p "$OUT"

@@ -3,6 +3,8 @@
 Sources are decoded from the binarised train split of the data-bin (BPE kept), targets are the
 ``H-`` lines of ``fairseq-generate --gen-subset train`` (no ``--remove-bpe``), ordered by id.
 Writes ``OUT.SRC`` and ``OUT.TGT``; pairs whose translation is empty are dropped and counted.
+With ``--max-length-ratio R``, a translation of more than R·|x| + 5 tokens (an undertrained
+teacher's repetition loop, up to fairseq's 200-token limit) is replaced by the original target.
 """
 from __future__ import annotations
 
@@ -32,16 +34,29 @@ def teacher_translations(path: Path, n: int) -> list[str]:
     return [found[i] for i in range(n)]
 
 
-def train_sources(data_bin: Path, src: str, tgt: str) -> list[str]:
-    """The train split's source sentences as dictionary strings (BPE kept, no EOS)."""
+def train_side(data_bin: Path, src: str, tgt: str, lang: str) -> list[str]:
+    """One side of the train split as dictionary strings (BPE kept, no EOS)."""
     from fairseq.data import Dictionary, data_utils
 
-    dictionary = Dictionary.load(str(data_bin / f"dict.{src}.txt"))
-    dataset = data_utils.load_indexed_dataset(str(data_bin / f"train.{src}-{tgt}.{src}"),
+    dictionary = Dictionary.load(str(data_bin / f"dict.{lang}.txt"))
+    dataset = data_utils.load_indexed_dataset(str(data_bin / f"train.{src}-{tgt}.{lang}"),
                                               dictionary)
     if dataset is None:
-        raise SystemExit(f"no train.{src}-{tgt}.{src} in {data_bin}")
+        raise SystemExit(f"no train.{src}-{tgt}.{lang} in {data_bin}")
     return [dictionary.string(dataset[i]) for i in range(len(dataset))]
+
+
+def replace_runaways(sources: list[str], targets: list[str], originals: list[str],
+                     ratio: float) -> tuple[list[str], int]:
+    """Targets longer than ratio·|source| + 5 tokens replaced by the original ones; how many."""
+    out, replaced = [], 0
+    for source, target, original in zip(sources, targets, originals):
+        if len(target.split()) > ratio * len(source.split()) + 5:
+            out.append(original)
+            replaced += 1
+        else:
+            out.append(target)
+    return out, replaced
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -52,14 +67,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--src", required=True)
     parser.add_argument("--tgt", required=True)
     parser.add_argument("--out", required=True, help="output prefix: writes OUT.SRC, OUT.TGT")
+    parser.add_argument("--max-length-ratio", type=float, metavar="R",
+                        help="replace translations longer than R·|source| + 5 tokens by the original targets")
     args = parser.parse_args(argv)
-    sources = train_sources(args.data_bin, args.src, args.tgt)
+    if args.max_length_ratio is not None and args.max_length_ratio <= 0:
+        parser.error(f"--max-length-ratio must be > 0, got {args.max_length_ratio}")
+    sources = train_side(args.data_bin, args.src, args.tgt, args.src)
     targets = teacher_translations(Path(args.generate_output), len(sources))
+    replaced = 0
+    if args.max_length_ratio is not None:
+        originals = train_side(args.data_bin, args.src, args.tgt, args.tgt)
+        targets, replaced = replace_runaways(sources, targets, originals, args.max_length_ratio)
     kept = [(s, t) for s, t in zip(sources, targets) if t.strip()]
     write_lines(Path(f"{args.out}.{args.src}"), [s for s, _ in kept])
     write_lines(Path(f"{args.out}.{args.tgt}"), [t for _, t in kept])
     print(f"distilled train: {len(kept)} pairs, {len(sources) - len(kept)} dropped "
-          "(empty teacher translation)")
+          f"(empty teacher translation), {replaced} replaced by the original target "
+          "(translation longer than --max-length-ratio allows)")
     return 0
 
 

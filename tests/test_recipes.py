@@ -286,9 +286,9 @@ def test_distill_trains_teacher_translates_and_binarises(data_bin: Path, tmp_pat
     sharded = tmp_path / "sharded"
     two = env_run("--data-bin", data_bin, "--src", "src", "--tgt", "tgt", "--out", sharded,
                   "--teacher", tmp_path / "distill_work" / "teacher" / "checkpoint_last.pt",
-                  "--max-tokens", "2000", "--shards", "2")
+                  "--max-tokens", "2000", "--shards", "2", "--max-length-ratio", "100")
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 process(es)" in two.stdout
+    assert "2 process(es)" in two.stdout and "0 replaced by the original target" in two.stdout
     for lang in ("src", "tgt"):
         assert ((tmp_path / "sharded_work" / f"train.distill.{lang}").read_text()
                 == (tmp_path / "distill_work" / f"train.distill.{lang}").read_text())
@@ -380,3 +380,13 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert "'model': {'_name': 'diffuseq_tiny'" in log
     assert "'layers': 1, 'max_positions': 100, 'max_target_positions': 48}" in log
     assert re.search(r"^\| diffuseq \| 4 \| \d+ \| 2 \| 0 \|", diffuseq.stdout, re.M)
+
+
+def test_distill_text_replaces_runaway_translations() -> None:
+    import distill_text
+
+    sources, originals = ["a b", "c d e"], ["x y", "z"]
+    targets = ["p q", "r " * 20]  # 20 tokens > 2 · 3 + 5
+    out, replaced = distill_text.replace_runaways(sources, targets, originals, 2.0)
+    assert out == ["p q", "z"] and replaced == 1
+    assert distill_text.replace_runaways(sources, targets, originals, 5.0) == (targets, 0)
