@@ -41,3 +41,25 @@ def test_hydra_train_builds_the_named_architecture(data_bin, tmp_path):
     assert (hydra["model_dim"], hydra["encoder_layers"], hydra["embed_norm"], hydra["self_cond"]) == (128, 2, True, True)
     assert hydra["diffusion_steps"] == 100  # a YAML / command-line key overrides the architecture
 
+
+
+def test_every_shipped_yaml_names_registered_components():
+    """Each examples/hydra config names a registered task, criterion and architecture, and its
+    model keys are fields of that architecture's dataclass (a typo would fail at training)."""
+    import yaml
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY
+    from fairseq.models import MODEL_DATACLASS_REGISTRY
+    from fairseq.tasks import TASK_DATACLASS_REGISTRY
+
+    import diffusion_plugin  # noqa: F401  (registrations)
+
+    configs = sorted((REPO / "examples" / "hydra").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"diffusion_transformer_tiny", "difformer_iwslt_de_en",
+                                         "seqdiffuseq_iwslt_de_en"}
+    for path in configs:
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["task"]["_name"] in TASK_DATACLASS_REGISTRY, path
+        criterion = CRITERION_DATACLASS_REGISTRY[cfg["criterion"]["_name"]]
+        assert set(cfg["criterion"]) - {"_name"} <= set(criterion.__dataclass_fields__), path
+        model = MODEL_DATACLASS_REGISTRY[cfg["model"]["_name"]]  # the architecture's own dataclass
+        assert set(cfg["model"]) - {"_name"} <= set(model.__dataclass_fields__), path
