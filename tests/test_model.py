@@ -247,3 +247,14 @@ def test_embedding_normalises_only_the_looked_up_rows_with_the_same_gradient():
     assert torch.allclose(grad, model.embed.weight.grad, atol=1e-6)
     assert grad[7:].abs().sum() == 0 and grad[model.pad].abs().sum() == 0
     assert grad[4].abs().sum() > 1e-3
+
+
+def test_attention_dropout_is_applied_to_every_attention():
+    """--attention-dropout sets the attention-weight dropout; -1 (default) keeps --dropout there."""
+    attentions = lambda m: [a.dropout for a in m.modules() if isinstance(a, torch.nn.MultiheadAttention)]  # noqa: E731
+    torch.manual_seed(0)
+    assert set(attentions(make_model(dropout=0.3))) == {0.3}
+    rates = attentions(make_model(dropout=0.3, attention_dropout=0.0))
+    assert len(rates) == 3 and set(rates) == {0.0}  # encoder self, decoder self and cross
+    with pytest.raises(ValueError, match=r"--attention-dropout must be in \[0, 1\) or -1 \(= --dropout\), got 1.5"):
+        make_model(attention_dropout=1.5)

@@ -35,7 +35,10 @@ class DiffusionConfig(FairseqDataclass):
     ffn_dim: int = field(default=2048, metadata={"help": "feed-forward width"})
     attention_heads: int = field(default=8, metadata={"help": "attention heads"})
     dropout: float = field(default=0.1, metadata={"help": "dropout"})
-    attention_dropout: float = field(default=0.0, metadata={"help": "attention dropout"})
+    attention_dropout: float = field(
+        default=-1.0,
+        metadata={"help": "dropout on the attention weights; -1: --dropout (what torch's layers do)"},
+    )
     activation_fn: ChoiceEnum(["relu", "gelu"]) = field(  # type: ignore[valid-type]
         default="relu", metadata={"help": "activation in feed-forward layers"}
     )
@@ -147,6 +150,8 @@ def check_config(cfg: Any) -> None:
             )
     elif not 0.0 < cfg.dgs_max < 1.0:
         raise ValueError(f"--dgs-max must be in (0, 1), got {cfg.dgs_max}")
+    if not (cfg.attention_dropout == -1 or 0.0 <= cfg.attention_dropout < 1.0):
+        raise ValueError(f"--attention-dropout must be in [0, 1) or -1 (= --dropout), got {cfg.attention_dropout}")
     if cfg.model_dim % cfg.attention_heads:
         raise ValueError(
             f"--model-dim {cfg.model_dim} must be divisible by --attention-heads {cfg.attention_heads}"
@@ -226,6 +231,16 @@ def transformer_layer_args(cfg: Any) -> Dict[str, Any]:
         batch_first=True,
         norm_first=True,
     )
+
+
+def apply_attention_dropout(model: torch.nn.Module, rate: float) -> None:
+    """--attention-dropout on the weights of every attention of ``model`` (torch's transformer
+    layers build them with --dropout; a negative rate leaves that)."""
+    if rate < 0:
+        return
+    for module in model.modules():
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = rate
 
 
 def fill_config(config_class: Type[FairseqDataclass], overrides: Dict[str, Any], args: Any) -> None:

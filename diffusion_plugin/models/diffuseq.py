@@ -22,6 +22,7 @@ from fairseq.models import register_model
 from .base import (
     DiffusionConfig,
     DiffusionModel,
+    apply_attention_dropout,
     attention_padding_mask,
     register_architectures,
     transformer_layer_args,
@@ -84,6 +85,7 @@ class DiffuSeqModel(DiffusionModel):
             norm=nn.LayerNorm(width),
             enable_nested_tensor=False,
         )
+        apply_attention_dropout(self, cfg.attention_dropout)
 
     @classmethod
     def build_model(cls, cfg: Any, task: Any) -> "DiffuSeqModel":

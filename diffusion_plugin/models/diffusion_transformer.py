@@ -16,6 +16,7 @@ from fairseq.models import register_model
 from .base import (
     DiffusionConfig,
     DiffusionModel,
+    apply_attention_dropout,
     attention_padding_mask,
     register_architectures,
     transformer_layer_args,
@@ -91,6 +92,7 @@ class DiffusionTransformerModel(DiffusionModel):
             nn.TransformerDecoderLayer(**layer_args), cfg.decoder_layers, norm=nn.LayerNorm(width)
         )
         self.length_head = nn.Linear(width, LENGTH_OFFSETS)
+        apply_attention_dropout(self, cfg.attention_dropout)
 
     @classmethod
     def build_model(cls, cfg: Any, task: Any) -> "DiffusionTransformerModel":
