@@ -1,10 +1,12 @@
 """``diffusion_translation``: fairseq's translation data pipeline + the diffusion generator."""
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, List
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf, open_dict
 
 from fairseq.logging import metrics
 from fairseq.tasks import register_task
@@ -42,6 +44,17 @@ class DiffusionTranslationTask(TranslationTask):
         if dataset is not self.datasets.get(self.cfg.train_subset):
             kwargs["required_batch_size_multiple"] = 1
         return super().get_batch_iterator(dataset, **kwargs)
+
+    def build_model(self, cfg: Any, from_checkpoint: bool = False) -> Any:
+        """fairseq's model build; --rescaling-factor auto, resolved by the model, is written back
+        into ``cfg``, the config fairseq saves in checkpoints (fairseq hands the model a merged
+        copy of it), so generation reads the number and never searches."""
+        model = super().build_model(cfg, from_checkpoint)
+        resolved = getattr(getattr(model, "cfg", None), "rescaling_factor", None)
+        if resolved is not None and str(getattr(cfg, "rescaling_factor", None)) == "auto":
+            with open_dict(cfg) if OmegaConf.is_config(cfg) else contextlib.nullcontext():
+                cfg.rescaling_factor = resolved
+        return model
 
     def valid_step(self, sample: Any, model: Any, criterion: Any) -> Any:
         """fairseq's validation step on draws fixed by --validation-seed (torch's RNG state outside
