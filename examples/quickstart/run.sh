@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Quickstart: a synthetic language pair -> fairseq-preprocess -> fairseq-train (tiny diffusion
-# model, CPU) -> fairseq-generate -> BLEU.  Creates ./.venv if absent.  About 10 minutes on 2 cores.
-#   WORK=dir (default ./work/quickstart)  MINUTES=training budget (default 5)
+# model, CPU) -> fairseq-generate -> BLEU.  Creates ./.venv if absent.  A fixed number of updates,
+# so the printed BLEU is the same on any machine up to float noise (README: time on 2 cores).
+#   WORK=dir (default ./work/quickstart)  MAX_UPDATE=training updates (default 1000)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${WORK:-$ROOT/work/quickstart}
-MINUTES=${MINUTES:-5}
+MAX_UPDATE=${MAX_UPDATE:-1000}
 source "$ROOT/scripts/setup_env.sh"
 mkdir -p "$WORK"
 cd "$WORK"
@@ -19,7 +20,7 @@ fairseq-preprocess --source-lang src --target-lang tgt \
   --trainpref raw/train --validpref raw/valid --testpref raw/test \
   --destdir data-bin --joined-dictionary --workers 2 2>&1 | grep -v "^INFO:fairseq.tasks.text_to_speech"
 
-echo "== 3. fairseq-train (diffusion_transformer_tiny, CPU, ${MINUTES} minutes)"
+echo "== 3. fairseq-train (diffusion_transformer_tiny, CPU, $MAX_UPDATE updates)"
 rm -rf checkpoints
 fairseq-train data-bin --user-dir "$ROOT/diffusion_plugin" --cpu --seed 1 \
   --task diffusion_translation --arch diffusion_transformer_tiny --share-all-embeddings \
@@ -27,7 +28,7 @@ fairseq-train data-bin --user-dir "$ROOT/diffusion_plugin" --cpu --seed 1 \
   --criterion diffusion_loss --label-smoothing 0.1 \
   --optimizer adam --adam-betas '(0.9,0.98)' --clip-norm 1.0 \
   --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 \
-  --max-tokens 4000 --max-update 20000 --stop-time-hours "$(python -c "print($MINUTES/60)")" \
+  --max-tokens 4000 --max-update "$MAX_UPDATE" \
   --save-dir checkpoints --no-epoch-checkpoints --log-interval 50 --log-format simple \
   2>&1 | grep --line-buffered -v -E "^INFO:fairseq.tasks.text_to_speech|FutureWarning|torch.cuda.amp.autocast"
 
