@@ -86,9 +86,7 @@ class DiffusionTranslationTask(TranslationTask):
         inner = model
         while hasattr(inner, "module"):  # fairseq's distributed wrappers
             inner = inner.module
-        if not ignore_grad:
-            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-        inner.recording = False
+        inner.recording = not ignore_grad
         try:
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         finally:
