@@ -118,12 +118,17 @@ def test_anchoring_resets_the_source_part_at_every_reverse_step():
     assert torch.equal(seen[0][:, :S], anchor)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_packed_decoding_step_equals_the_module_forward(activation):
+@pytest.mark.parametrize(
+    "activation, choices", [("relu", {}), ("gelu", {}), ("gelu", dict(post_norm=True, learned_positions=True, bert_init=True))]
+)
+def test_packed_decoding_step_equals_the_module_forward(activation, choices):
     """A reverse step through decoding_state (linear maps packed for oneDNN on a CPU) gives the
-    nn.TransformerEncoder result at the real target positions."""
+    nn.TransformerEncoder result at the real target positions (also with Difformer's post-norm
+    layers, learned positions and BERT initialisation)."""
     torch.manual_seed(0)
-    model = make_model(layers=2, activation_fn=activation).eval()
+    model = make_model(layers=2, activation_fn=activation, **choices).eval()
+    assert (model.transformer.norm is None) == bool(choices)
+    assert len(list(model.positions.parameters())) == (1 if choices else 0)
     src, _, _ = batch(model)
     z = torch.randn(4, 6, 8)
     mask = torch.zeros(4, 6, dtype=torch.bool)

@@ -152,13 +152,17 @@ def test_encoder_is_invariant_to_left_padding():
     torch.testing.assert_close(model.length_logits(long), model.length_logits(short), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("activation, padded", [("relu", True), ("gelu", True), ("relu", False)])
-def test_cached_cross_attention_decoding_equals_the_module_forward(activation, padded):
+@pytest.mark.parametrize(
+    "activation, padded, post_norm", [("relu", True, False), ("gelu", True, False), ("relu", False, False), ("gelu", True, True)]
+)
+def test_cached_cross_attention_decoding_equals_the_module_forward(activation, padded, post_norm):
     """decoding_state's cached keys/values, shared by 3 candidates per source as one query
     sequence, give the nn.TransformerDecoder result of the repeated encoder states (with padded
-    sources and candidates, and without any padding: attention without masks)."""
+    sources and candidates, and without any padding: attention without masks; pre- and
+    post-norm layers)."""
     torch.manual_seed(0)
-    model = make_model(decoder_layers=2, activation_fn=activation, self_cond=True).eval()
+    model = make_model(decoder_layers=2, activation_fn=activation, self_cond=True, post_norm=post_norm).eval()
+    assert (model.decoder.norm is None) == post_norm and model.decoder.layers[0].norm_first != post_norm
     src, _, _ = batch(model, lengths=(6, 3) if padded else (6, 6))  # (6, 3): the second is padded
     enc = model.encode(src)
     assert bool(enc["padding_mask"].any()) == padded
@@ -181,12 +185,16 @@ def test_cached_cross_attention_decoding_equals_the_module_forward(activation, p
     torch.testing.assert_close(cached[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("activation, lengths", [("relu", (6, 3)), ("gelu", (6, 3)), ("relu", (4, 4))])
-def test_packed_encoder_equals_the_module_forward(activation, lengths):
+@pytest.mark.parametrize(
+    "activation, lengths, post_norm", [("relu", (6, 3), False), ("gelu", (6, 3), False), ("relu", (4, 4), False), ("relu", (6, 3), True)]
+)
+def test_packed_encoder_equals_the_module_forward(activation, lengths, post_norm):
     """Decoding (eval, no grad) encodes with the packed linear maps: same states as
-    nn.TransformerEncoder at the real positions (also without padding: no attention mask)."""
+    nn.TransformerEncoder at the real positions (also without padding: no attention mask;
+    pre- and post-norm layers)."""
     torch.manual_seed(0)
-    model = make_model(encoder_layers=2, activation_fn=activation).eval()
+    model = make_model(encoder_layers=2, activation_fn=activation, post_norm=post_norm).eval()
+    assert (model.encoder.norm is None) == post_norm
     src, _, _ = batch(model, lengths=lengths)
     with torch.no_grad():
         packed = model.encode(src)
@@ -258,3 +266,53 @@ def test_attention_dropout_is_applied_to_every_attention():
     assert len(rates) == 3 and set(rates) == {0.0}  # encoder self, decoder self and cross
     with pytest.raises(ValueError, match=r"--attention-dropout must be in \[0, 1\) or -1 \(= --dropout\), got 1.5"):
         make_model(attention_dropout=1.5)
+
+
+def test_input_norm_makes_the_denoiser_blind_to_the_scale_of_z_t():
+    """--input-norm: ẑ_0 of c·z_t equals ẑ_0 of z_t for any c > 0 (per position), which it does
+    not without the flag; in training and in decoding alike."""
+    torch.manual_seed(0)
+    src, _, _ = batch(make_model())
+    z, t = torch.randn(2, 4, 8), torch.tensor([10, 40])
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    scale = torch.tensor([3.0, 0.5, 1.7, 4.5]).view(1, 4, 1)
+    for flag in (True, False):
+        model = make_model(input_norm=flag, self_cond=True).eval()
+        enc = model.encode(src)
+        same = torch.allclose(model.denoise(z * scale, t, enc, mask), model.denoise(z, t, enc, mask), atol=1e-5)
+        assert same == flag
+    with torch.no_grad():  # decoding's fast path
+        state = model.decoding_state(model.encode(src), per_source=1)
+        fast = model.denoise(z * scale, t, state, mask)
+    assert not torch.allclose(fast, model.denoise(z, t, enc, mask).detach(), atol=1e-5)
+    model = make_model(input_norm=True, self_cond=True).eval()
+    with torch.no_grad():
+        state = model.decoding_state(model.encode(src), per_source=1)
+        fast = model.denoise(z * scale, t, state, mask)
+    torch.testing.assert_close(fast, model.denoise(z, t, model.encode(src), mask).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_learned_positions_have_their_own_tables_and_refuse_longer_inputs():
+    """--learned-positions: separate source and target tables of --max-*-positions rows,
+    N(0, 0.02); a sequence longer than its table is refused by name."""
+    torch.manual_seed(0)
+    model = make_model(learned_positions=True, max_source_positions=8, max_target_positions=6)
+    assert model.positions.weight.shape == (8, 32) and model.target_positions.weight.shape == (6, 32)
+    assert abs(model.positions.weight.std().item() - 0.02) < 0.005
+    sinusoidal = make_model()
+    assert sinusoidal.target_positions is sinusoidal.positions and not list(sinusoidal.positions.parameters())
+    src, src_lengths, tgt = batch(model, lengths=(6, 3), target_lengths=(6, 2))
+    model(src, src_lengths, tgt, torch.tensor([3, 7]))  # 5 target positions: within the table
+    with pytest.raises(ValueError, match="9 positions exceed the 8 learned position embeddings"):
+        model.encode(torch.randint(4, 20, (1, 9)))
+
+
+def test_bert_init_draws_linear_maps_from_n_0_002_and_keeps_the_latent_table():
+    torch.manual_seed(0)
+    model = make_model(bert_init=True, model_dim=64, ffn_dim=128)
+    assert abs(model.encoder.layers[0].linear1.weight.std().item() - 0.02) < 0.003
+    assert abs(model.decoder.layers[0].self_attn.in_proj_weight.std().item() - 0.02) < 0.003
+    assert float(model.decoder_out.bias.abs().max()) == 0.0
+    assert abs(model.embed.weight[4:].std().item() - 1.0) < 0.1  # σ_e = 1: the degeneration score's premise
+    default = make_model(model_dim=64, ffn_dim=128)
+    assert default.encoder.layers[0].linear1.weight.std().item() > 0.05

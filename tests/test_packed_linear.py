@@ -59,18 +59,3 @@ def test_fused_activation_equals_the_activation_after_the_map(dtype, tolerance, 
         activation_name(torch.tanh)
     with pytest.raises(ValueError, match=r"activation must be None or one of \['gelu', 'relu'\], got 'silu'"):
         Linear(weight, bias, activation="silu")
-
-
-def test_post_norm_layers_are_refused_by_the_fast_paths():
-    """The packed encoder and cached decoder implement pre-norm layers only (issue K, review)."""
-    from torch import nn
-
-    from diffusion_plugin.models.cached_decoder import decoder_weights
-    from diffusion_plugin.models.packed_encoder import encoder_weights
-
-    post = dict(d_model=8, nhead=2, dim_feedforward=16, batch_first=True, norm_first=False)
-    with pytest.raises(NotImplementedError, match="norm_first=False: the decoding fast paths implement pre-norm"):
-        encoder_weights(nn.TransformerEncoder(nn.TransformerEncoderLayer(**post), 1), pack=False)
-    with pytest.raises(NotImplementedError, match="TransformerDecoderLayer with norm_first=False"):
-        decoder_weights(nn.TransformerDecoder(nn.TransformerDecoderLayer(**post), 1), pack=False)
-    encoder_weights(nn.TransformerEncoder(nn.TransformerEncoderLayer(**dict(post, norm_first=True)), 1), pack=False)

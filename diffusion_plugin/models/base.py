@@ -11,7 +11,7 @@ import math
 import zlib
 from dataclasses import dataclass, field, fields, make_dataclass
 from functools import partial
-from typing import Any, Dict, Type, Union
+from typing import Any, Dict, Optional, Type, Union
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from ..diffusion.adaptive_schedule import AdaptiveNoiseSchedule
 from ..diffusion.samplers import q_sample
 from ..diffusion.schedules import MAX_SENSIBLE_FACTOR, SCHEDULES, NoiseSchedule, alphas_cumprod
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS, LossSecondMomentSampler, UniformSampler
-from .modules import InferenceCached, LatentEmbedding
+from .modules import InferenceCached, LatentEmbedding, LearnedPositions, SinusoidalPositions
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,20 @@ class DiffusionConfig(FairseqDataclass):
     adaptive_min_observations: int = field(
         default=1,
         metadata={"help": "(bucket, position) cells with fewer token losses are left out of a refit"},
+    )
+    post_norm: bool = field(
+        default=False,
+        metadata={"help": "post-norm transformer layers LN(x + f(x)) and no final layer norm "
+                  "(fairseq's and Difformer's default) instead of pre-norm x + f(LN(x))"},
+    )
+    learned_positions: bool = field(
+        default=False,
+        metadata={"help": "learned position embeddings, N(0, 0.02) (Difformer) instead of sinusoidal"},
+    )
+    bert_init: bool = field(
+        default=False,
+        metadata={"help": "BERT initialisation of the network (Difformer): every linear map and "
+                  "position embedding N(0, 0.02), biases 0; the latent table E stays N(0, 1)"},
     )
     timestep_sampler: ChoiceEnum(TIMESTEP_SAMPLERS) = field(  # type: ignore[valid-type]
         default="uniform",
@@ -221,7 +235,7 @@ def attention_padding_mask(padding_mask: Tensor) -> Tensor:
 
 
 def transformer_layer_args(cfg: Any) -> Dict[str, Any]:
-    """Keyword arguments of torch's pre-norm, batch-first transformer layers."""
+    """Keyword arguments of torch's batch-first transformer layers (pre-norm unless --post-norm)."""
     return dict(
         d_model=cfg.model_dim,
         nhead=cfg.attention_heads,
@@ -229,8 +243,36 @@ def transformer_layer_args(cfg: Any) -> Dict[str, Any]:
         dropout=cfg.dropout,
         activation=str(cfg.activation_fn),
         batch_first=True,
-        norm_first=True,
+        norm_first=not getattr(cfg, "post_norm", False),
     )
+
+
+def final_norm(cfg: Any) -> Optional[torch.nn.LayerNorm]:
+    """The layer norm after a pre-norm stack; none after post-norm layers (their output is
+    normalised already, as in fairseq's post-norm transformer)."""
+    return None if getattr(cfg, "post_norm", False) else torch.nn.LayerNorm(cfg.model_dim)
+
+
+def build_positions(cfg: Any, max_positions: int) -> Union[SinusoidalPositions, LearnedPositions]:
+    """Sinusoidal position vectors, or with --learned-positions a learned table."""
+    if getattr(cfg, "learned_positions", False):
+        return LearnedPositions(max_positions, cfg.model_dim)
+    return SinusoidalPositions(cfg.model_dim)
+
+
+def apply_bert_init(model: torch.nn.Module) -> None:
+    """--bert-init: N(0, 0.02) weights and zero biases for every linear map (attention
+    projections included) and learned position table; the latent embedding E keeps N(0, 1)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.MultiheadAttention):
+            torch.nn.init.normal_(module.in_proj_weight, std=0.02)
+            torch.nn.init.zeros_(module.in_proj_bias)
+        elif isinstance(module, LearnedPositions):
+            torch.nn.init.normal_(module.weight, std=0.02)
 
 
 def apply_attention_dropout(model: torch.nn.Module, rate: float) -> None:

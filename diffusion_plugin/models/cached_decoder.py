@@ -1,4 +1,4 @@
-"""Inference forward of a pre-norm ``nn.TransformerDecoder`` with cached cross-attention.
+"""Inference forward of an ``nn.TransformerDecoder`` (pre- or post-norm layers) with cached cross-attention.
 
 A reverse process runs the decoder K times against the same encoder states, for b = b1·b2
 candidates of every source. The cross-attention keys and values K = m W_kᵀ + b_k, V = m W_vᵀ + b_v
@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_encoder import attended_keys, feed_forward, merge_heads, self_attention, split_heads
-from .packed_linear import Linear, activation_name, require_pre_norm
+from .packed_encoder import attended_keys, feed_forward, merge_heads, residual, self_attention, split_heads
+from .packed_linear import Linear, activation_name
 
 KeyValues = List[Tuple[Tensor, Tensor]]
 
@@ -39,7 +39,6 @@ class LayerWeights(NamedTuple):
 def decoder_weights(decoder: nn.TransformerDecoder, pack: bool) -> List[LayerWeights]:
     """Per layer, its decoding-step linear maps; with ``pack``, packed for oneDNN on a CPU (a
     constant snapshot of the current parameters)."""
-    require_pre_norm(decoder.layers)
     linear = partial(Linear, pack=pack)
     layers = []
     for layer in decoder.layers:
@@ -88,12 +87,13 @@ def cached_decoder_forward(
     self_keep = attended_keys(padding_mask)  # [B·b, 1, 1, L], True = attend
     for layer, w, (k_mem, v_mem) in zip(decoder.layers, weights, cache):
         heads = layer.self_attn.num_heads
-        h = h + self_attention(layer.norm1(h), w.self_qkv, w.self_out, heads, self_keep)
+        h = residual(layer, layer.norm1, h, lambda x: self_attention(x, w.self_qkv, w.self_out, heads, self_keep))
 
-        q = w.cross_q(layer.norm2(h))
-        q = split_heads(q.reshape(k_mem.size(0), -1, width), heads)  # a source's b candidates: one query
-        out = F.scaled_dot_product_attention(q, k_mem, v_mem, memory_keep)
-        h = h + w.cross_out(merge_heads(out).reshape(rows, length, width))
+        def cross_attention(x: Tensor) -> Tensor:
+            q = split_heads(w.cross_q(x).reshape(k_mem.size(0), -1, width), heads)  # a source's b candidates: one query
+            out = F.scaled_dot_product_attention(q, k_mem, v_mem, memory_keep)
+            return w.cross_out(merge_heads(out).reshape(rows, length, width))
 
-        h = h + feed_forward(layer.norm3(h), w.ffn_in, w.ffn_out)
-    return decoder.norm(h)
+        h = residual(layer, layer.norm2, h, cross_attention)
+        h = residual(layer, layer.norm3, h, lambda x: feed_forward(x, w.ffn_in, w.ffn_out))
+    return h if decoder.norm is None else decoder.norm(h)

@@ -23,11 +23,14 @@ from .base import (
     DiffusionConfig,
     DiffusionModel,
     apply_attention_dropout,
+    apply_bert_init,
     attention_padding_mask,
+    build_positions,
+    final_norm,
     register_architectures,
     transformer_layer_args,
 )
-from .modules import SinusoidalPositions, TimestepEmbedding, padded_positions
+from .modules import TimestepEmbedding, padded_positions
 from .packed_encoder import EncoderLayerWeights, encoder_weights, packed_encoder_forward
 from .packed_linear import Linear
 
@@ -76,16 +79,18 @@ class DiffuSeqModel(DiffusionModel):
         self.src_embed = self.embed  # the joint table
         self.proj_in = nn.Linear(d, width)
         self.proj_out = nn.Linear(width, d)
-        self.positions = SinusoidalPositions(width)
+        self.positions = build_positions(cfg, cfg.max_positions)
         self.time_embed = TimestepEmbedding(width, cfg.diffusion_steps)
         self.dropout = nn.Dropout(cfg.dropout)
         self.transformer = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(**transformer_layer_args(cfg)),
             cfg.layers,
-            norm=nn.LayerNorm(width),
+            norm=final_norm(cfg),
             enable_nested_tensor=False,
         )
         apply_attention_dropout(self, cfg.attention_dropout)
+        if getattr(cfg, "bert_init", False):
+            apply_bert_init(self)
 
     @classmethod
     def build_model(cls, cfg: Any, task: Any) -> "DiffuSeqModel":

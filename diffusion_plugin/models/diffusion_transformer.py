@@ -17,17 +17,20 @@ from .base import (
     DiffusionConfig,
     DiffusionModel,
     apply_attention_dropout,
+    apply_bert_init,
     attention_padding_mask,
+    build_positions,
+    final_norm,
     register_architectures,
     transformer_layer_args,
 )
 from .cached_decoder import LayerWeights, cached_decoder_forward, cross_attention_cache, decoder_weights
 from .modules import (
     LatentEmbedding,
-    SinusoidalPositions,
     TimestepEmbedding,
     masked_mean,
     padded_positions,
+    rms_normalized,
 )
 from .packed_encoder import EncoderLayerWeights, attended_keys, encoder_weights, packed_encoder_forward
 from .packed_linear import Linear
@@ -44,6 +47,12 @@ class DiffusionTransformerConfig(DiffusionConfig):
     )
     share_all_embeddings: bool = field(
         default=False, metadata={"help": "one embedding table for source and target (joined dict)"}
+    )
+    input_norm: bool = field(
+        default=False,
+        metadata={"help": "RMS-normalise each position of z_t before the denoiser's input map, "
+                  "so its scale (sqrt(ᾱ' + β̄') per coordinate: up to F in training, 1 in "
+                  "decoding) is the same at every t, in training and decoding"},
     )
     max_source_positions: int = field(default=1024, metadata={"help": "max source length"})
     max_target_positions: int = field(default=1024, metadata={"help": "max target length"})
@@ -75,24 +84,32 @@ class DiffusionTransformerModel(DiffusionModel):
         )
         self.encoder_in = nn.Linear(d, width)
         self.self_cond = bool(cfg.self_cond)  # read at every step: not through omegaconf (~50 µs)
+        self.input_norm = bool(getattr(cfg, "input_norm", False))
         self.max_target_positions = int(cfg.max_target_positions)
         self.decoder_in = nn.Linear(2 * d if self.self_cond else d, width)
         self.decoder_out = nn.Linear(width, d)
-        self.positions = SinusoidalPositions(width)
+        self.positions = build_positions(cfg, cfg.max_source_positions)
+        self.target_positions = (
+            build_positions(cfg, cfg.max_target_positions)
+            if getattr(cfg, "learned_positions", False)
+            else self.positions
+        )
         self.time_embed = TimestepEmbedding(width, cfg.diffusion_steps)
         self.dropout = nn.Dropout(cfg.dropout)
         layer_args = transformer_layer_args(cfg)
         self.encoder = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(**layer_args),
             cfg.encoder_layers,
-            norm=nn.LayerNorm(width),
+            norm=final_norm(cfg),
             enable_nested_tensor=False,
         )
         self.decoder = nn.TransformerDecoder(
-            nn.TransformerDecoderLayer(**layer_args), cfg.decoder_layers, norm=nn.LayerNorm(width)
+            nn.TransformerDecoderLayer(**layer_args), cfg.decoder_layers, norm=final_norm(cfg)
         )
         self.length_head = nn.Linear(width, LENGTH_OFFSETS)
         apply_attention_dropout(self, cfg.attention_dropout)
+        if getattr(cfg, "bert_init", False):
+            apply_bert_init(self)
 
     @classmethod
     def build_model(cls, cfg: Any, task: Any) -> "DiffusionTransformerModel":
@@ -170,14 +187,17 @@ class DiffusionTransformerModel(DiffusionModel):
         z0_prev: Optional[Tensor] = None,
     ) -> Tensor:
         """ẑ_0 = proj_out(Decoder(proj_in([z_t; ẑ_0^prev]) + e(t) + pos, encoder states)), in the
-        network's precision whatever the precision of the chain z_t."""
+        network's precision whatever the precision of the chain z_t (with --input-norm, z_t
+        enters as z_t / RMS(z_t) per position)."""
         z_t = z_t.to(self.decoder_in.weight.dtype)
+        if self.input_norm:
+            z_t = rms_normalized(z_t)
         if self.self_cond:
             z0_prev = torch.zeros_like(z_t) if z0_prev is None else z0_prev.to(z_t.dtype)
             z_t = torch.cat([z_t, z0_prev], dim=-1)
         weights = encoder_out.get("weights")  # generation: a decoding_state
         decoder_in = self.decoder_in if weights is None else weights.decoder_in
-        h = decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.positions(padded_positions(padding_mask))
+        h = decoder_in(z_t) + self.time_embed(t).unsqueeze(1) + self.target_positions(padded_positions(padding_mask))
         if weights is None:
             h = self.decoder(
                 self.dropout(h),

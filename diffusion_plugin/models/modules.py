@@ -146,6 +146,28 @@ class SinusoidalPositions(nn.Module):
         return self.table[positions]
 
 
+class LearnedPositions(nn.Module):
+    """Learned vectors of integer positions < ``max_positions`` (a position past the table is
+    refused by name)."""
+
+    def __init__(self, max_positions: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_positions, dim).normal_(std=0.02))
+
+    def forward(self, positions: Tensor) -> Tensor:
+        if positions.size(-1) > self.weight.size(0):
+            raise ValueError(
+                f"{positions.size(-1)} positions exceed the {self.weight.size(0)} learned position "
+                "embeddings (--max-source-positions / --max-target-positions)"
+            )
+        return F.embedding(positions, self.weight)
+
+
+def rms_normalized(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """x / sqrt(mean(x²) + eps) over the last axis."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
 def padded_positions(padding_mask: Tensor) -> Tensor:
     """Position of each token counted from the first non-pad token (left or right padding)."""
     return ((~padding_mask).long().cumsum(dim=1) - 1).clamp(min=0)

@@ -1,19 +1,19 @@
-"""Inference forward of a pre-norm, batch-first ``nn.TransformerEncoder`` with packed linear maps.
+"""Inference forward of a batch-first ``nn.TransformerEncoder`` with packed linear maps.
 
 The same computation as the module's eval forward, x + SA(LN₁(x)) then x + FFN(LN₂(x)) per
-layer and a final layer norm, with each layer's linear maps taken from ``encoder_weights``:
+pre-norm layer and a final layer norm (post-norm: LN₁(x + SA(x)) then LN₂(x + FFN(x))), with each layer's linear maps taken from ``encoder_weights``:
 packed once for oneDNN on a CPU (``packed_linear``), so a decoding pass does not re-read the
 row-major weights through the BLAS. The encoder-decoder model runs it once per batch; DiffuSeq
 runs it at every reverse step. The attention and feed-forward blocks are shared with the
 cached decoder.
 """
-from typing import List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_linear import Linear, activation_name, require_pre_norm
+from .packed_linear import Linear, activation_name
 
 
 class EncoderLayerWeights(NamedTuple):
@@ -28,7 +28,6 @@ class EncoderLayerWeights(NamedTuple):
 def encoder_weights(encoder: nn.TransformerEncoder, pack: bool) -> List[EncoderLayerWeights]:
     """Per layer, its linear maps; with ``pack``, packed for oneDNN on a CPU (a constant
     snapshot of the current parameters)."""
-    require_pre_norm(encoder.layers)
     return [
         EncoderLayerWeights(
             Linear(layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias, pack),
@@ -77,6 +76,11 @@ def feed_forward(x: Tensor, ffn_in: Linear, ffn_out: Linear) -> Tensor:
     return ffn_out(ffn_in(x))
 
 
+def residual(layer: nn.Module, norm: nn.LayerNorm, x: Tensor, block: Callable[[Tensor], Tensor]) -> Tensor:
+    """x + f(LN(x)) in a pre-norm ``layer`` (norm_first), LN(x + f(x)) in a post-norm one."""
+    return x + block(norm(x)) if layer.norm_first else norm(x + block(x))
+
+
 def packed_encoder_forward(
     encoder: nn.TransformerEncoder,
     weights: List[EncoderLayerWeights],
@@ -87,6 +91,7 @@ def packed_encoder_forward(
     at padding. Equals ``encoder(x, src_key_padding_mask=padding_mask)`` in eval mode."""
     keep = attended_keys(padding_mask)
     for layer, w in zip(encoder.layers, weights):
-        x = x + self_attention(layer.norm1(x), w.qkv, w.out, layer.self_attn.num_heads, keep)
-        x = x + feed_forward(layer.norm2(x), w.ffn_in, w.ffn_out)
+        heads = layer.self_attn.num_heads
+        x = residual(layer, layer.norm1, x, lambda y: self_attention(y, w.qkv, w.out, heads, keep))
+        x = residual(layer, layer.norm2, x, lambda y: feed_forward(y, w.ffn_in, w.ffn_out))
     return x if encoder.norm is None else encoder.norm(x)

@@ -18,17 +18,6 @@ PACKED_DTYPES = (torch.float32, torch.bfloat16)
 ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}  # gelu: erf form
 
 
-def require_pre_norm(layers: nn.ModuleList) -> None:
-    """The packed encoder and cached decoder compute pre-norm layers (x + f(LN(x))): refuse any
-    other layer rather than silently computing another function."""
-    for layer in layers:
-        if not getattr(layer, "norm_first", False):
-            raise NotImplementedError(
-                f"{type(layer).__name__} with norm_first=False: the decoding fast paths implement "
-                "pre-norm transformer layers only"
-            )
-
-
 def activation_name(activation: Callable[[Tensor], Tensor]) -> str:
     """The ACTIVATIONS name of a transformer layer's ``activation`` function."""
     for name, fn in ACTIVATIONS.items():

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # One arm of the Multi30k de->en ablations: the small CPU model (small_model.sh) trained for the
 # same number of updates with one technique changed, then the test set decoded and scored.
-#   bash examples/multi30k/ablation.sh ARM [fairseq-train args...]
+#   bash examples/multi30k/ablation.sh ARM[+ARM...] [fairseq-train args...]
 #   bash examples/multi30k/ablation.sh table          (markdown table of every finished arm)
 # ARM: base (F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps)
 #      f1 (--rescaling-factor 1)                         issue E
 #      adaptive | importance | adaptive-importance       issue C (2x2 with base)
+#      recipe search (issue I.2): lr (--lr 2e-3 --warmup-updates 200: the quickstart's faster
+#        schedule), input-norm, post-norm, learned-positions, bert-init, no-self-cond,
+#        difformer (post-norm + learned positions + BERT init: the Difformer paper's choices)
+#      A+B: the arms' changes together (e.g. lr+input-norm), trained in OUT/A+B
 #      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M; every target
 #        padded to 48 positions, Multi30k's longest being 47, within 100 source + target) issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
@@ -24,7 +28,7 @@ ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-250}
 STEPS=${STEPS:-5 20 20:5}
 export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 source "$ROOT/examples/multi30k/small_model.sh"
-ARM=${1:?usage: ablation.sh ARM|table [fairseq-train args...]}
+ARM=${1:?usage: ablation.sh ARM[+ARM...]|table [fairseq-train args...]}
 shift
 
 if [[ "$ARM" == table ]]; then
@@ -37,17 +41,30 @@ fi
 adaptive=(--adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL"
   --adaptive-update-interval "$ADAPTIVE_INTERVAL")
 train=("${SMALL_TRAIN[@]}")
-case "$ARM" in
-  base) arm=() ;;
-  f1) arm=(--rescaling-factor 1) ;;
-  adaptive) arm=("${adaptive[@]}") ;;
-  importance) arm=(--timestep-sampler loss-second-moment) ;;
-  adaptive-importance) arm=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
-  diffuseq) train=("${SMALL_COMMON[@]}")
-    arm=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-  *) echo "error: unknown arm '$ARM' (base, f1, adaptive, importance, adaptive-importance, diffuseq, table)" >&2
-     exit 1 ;;
-esac
+arm=()
+IFS=+ read -ra parts <<< "$ARM"
+for part in "${parts[@]}"; do
+  case "$part" in
+    base) ;;
+    f1) arm+=(--rescaling-factor 1) ;;
+    lr) arm+=(--lr 2e-3 --warmup-updates 200) ;;
+    input-norm) arm+=(--input-norm) ;;
+    post-norm) arm+=(--post-norm) ;;
+    learned-positions) arm+=(--learned-positions) ;;
+    bert-init) arm+=(--bert-init) ;;
+    no-self-cond) arm+=(--no-self-cond) ;;
+    difformer) arm+=(--post-norm --learned-positions --bert-init) ;;
+    adaptive) arm+=("${adaptive[@]}") ;;
+    importance) arm+=(--timestep-sampler loss-second-moment) ;;
+    adaptive-importance) arm+=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
+    diffuseq) train=("${SMALL_COMMON[@]}")
+      arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
+    *) echo "error: unknown arm '$part' (base, f1, lr, input-norm, post-norm, learned-positions," \
+         "bert-init, no-self-cond, difformer, adaptive, importance, adaptive-importance, diffuseq," \
+         "joined with +; or table)" >&2
+       exit 1 ;;
+  esac
+done
 
 dir=$OUT/$ARM
 ckpt=$dir/checkpoints/checkpoint_last.pt
