@@ -30,6 +30,7 @@ import diffusion_plugin  # noqa: F401  (registers the task and the model with fa
 import fairseq
 from fairseq import checkpoint_utils, options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from diffusion_plugin.generator import SAMPLERS
 from diffusion_plugin.models.diffusion_transformer import LENGTH_OFFSETS
 
 STEPS = (1, 5, 10, 20)
@@ -227,12 +228,14 @@ def bench_diffusion(system: System, batch_size: int, args: argparse.Namespace) -
     for steps in STEPS:
         for b1, b2 in BEAMS:
             flags = SimpleNamespace(
-                decoding_steps=steps, decoding_sampler=args.decoding_sampler, length_beam=b1, noise_beam=b2
+                decoding_steps=steps, decoding_sampler=args.decoding_sampler, length_beam=b1, noise_beam=b2,
+                dpm_solver_order=args.dpm_solver_order,
             )
             generator = system.task.build_generator([system.model], flags)
             seconds, hyps = measure(decoder(system, generator, batches), args.repeats, args.device)
             bare, _ = measure(bare_passes(system.model, generator, batches, steps), args.repeats, args.device)
-            setting = f"{args.decoding_sampler} K={steps}, b={b1}x{b2}"
+            sampler = args.decoding_sampler + (f"({args.dpm_solver_order})" if args.decoding_sampler == "dpm-solver++" else "")
+            setting = f"{sampler} K={steps}, b={b1}x{b2}"
             batch, rate = batches[0]["nsentences"], sentences / seconds
             length = mean_length(hyps)
             rows.append(Row("diffusion", setting, batch, rate, length, seconds / bare, steps, b1 * b2))
@@ -363,7 +366,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16", action="store_true", help="bfloat16 (CUDA, or CPUs with AVX512-BF16 / AMX)"
     )
-    parser.add_argument("--decoding-sampler", choices=("ddpm", "ddim"), default="ddpm")
+    parser.add_argument("--decoding-sampler", choices=SAMPLERS, default="ddpm")
+    parser.add_argument("--dpm-solver-order", type=int, choices=(1, 2, 3), default=2)
     parser.add_argument("--subset", default="test")
     parser.add_argument("--sentences", type=int, default=256, help="sentences decoded per measurement")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])

@@ -10,7 +10,7 @@ every candidate at its maximum length; the hypothesis ends at the first generate
 import logging
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from .diffusion.samplers import (
     Transition,
     ddim_transition,
     ddpm_transition,
+    dpm_solver_transitions,
     prior_transition,
     respaced_timesteps,
 )
@@ -31,7 +32,7 @@ from .diffusion.selection import mbr_utilities
 logger = logging.getLogger(__name__)
 
 LOG2_E, LN_2 = 1.0 / math.log(2.0), math.log(2.0)
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
 SELECTIONS = ("score", "bleu-mbr", "reranker")
 ROUNDING_CHUNK = {"cpu": 1 << 20, "cuda": 1 << 28}  # logits per rounding chunk, by device type
 # feed-forward activations (token rows x --ffn-dim) decoded at once, by device type (none: all)
@@ -42,9 +43,14 @@ SLICE_ACTIVATIONS = {"cpu": 1 << 19}
 class DecodingConfig(FairseqDataclass):
     decoding_steps: int = field(default=20, metadata={"help": "reverse steps K (of T)"})
     decoding_sampler: ChoiceEnum(SAMPLERS) = field(  # type: ignore[valid-type]
-        default="ddpm", metadata={"help": "ddpm: respaced posterior sampling; ddim: DDIM"}
+        default="ddpm",
+        metadata={"help": "ddpm: respaced posterior sampling; ddim: DDIM; dpm-solver++: "
+                  "multistep DPM-Solver++ (data prediction, deterministic) for few steps"},
     )
     ddim_eta: float = field(default=0.0, metadata={"help": "DDIM η in [0, 1]; 0 = deterministic"})
+    dpm_solver_order: int = field(
+        default=2, metadata={"help": "order of --decoding-sampler dpm-solver++ (1 = DDIM η = 0)"}
+    )
     early_stopping_steps: int = field(
         default=0, metadata={"help": "stop the K-step chain E steps early and round the last ẑ_0"}
     )
@@ -123,6 +129,16 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
         )
     if not 0.0 <= cfg["ddim_eta"] <= 1.0:
         raise ValueError(f"--ddim-eta must be in [0, 1], got {cfg['ddim_eta']}")
+    if cfg["dpm_solver_order"] not in (1, 2, 3):
+        raise ValueError(f"--dpm-solver-order must be 1, 2 or 3, got {cfg['dpm_solver_order']}")
+    if cfg["decoding_sampler"] == "dpm-solver++":
+        if cfg["ddim_eta"] > 0:
+            raise ValueError("--ddim-eta applies to --decoding-sampler ddim; dpm-solver++ is deterministic")
+        if cfg["prior_sampling_prob"] > 0:
+            raise ValueError(
+                "--prior-sampling-prob (SeqDiffuSeq's prior steps) applies to --decoding-sampler "
+                "ddpm or ddim, not dpm-solver++"
+            )
     factor = cfg["decoding_rescaling_factor"]
     if not math.isfinite(factor) or factor <= 0:
         raise ValueError(f"--decoding-rescaling-factor must be a finite number > 0, got {factor}")
@@ -341,6 +357,8 @@ class DiffusionGenerator:
         DDIM) and of its prior-sampling alternative (None without --prior-sampling-prob),
         computed once per batch from ``chain_coefficients``."""
         steps = (signal[:-1], noise_var[:-1], signal[1:], noise_var[1:])
+        if self.cfg["decoding_sampler"] == "dpm-solver++":
+            return dpm_solver_transitions(signal, noise_var, self.cfg["dpm_solver_order"]), None
         if self.cfg["decoding_sampler"] == "ddim":
             chain = ddim_transition(*steps, self.cfg["ddim_eta"])
         else:
@@ -356,15 +374,17 @@ class DiffusionGenerator:
         transitions: Tuple[Transition, Optional[Transition]],
         padding_mask: Tensor,
         noise_source: SentenceNoise,
+        past: Sequence[Tensor] = (),
     ) -> Tensor:
         """One reverse step from τ_k to τ_{k+1} (descending order); with prior sampling (during
-        the first p2 of the steps) each candidate takes the prior step with probability p1."""
+        the first p2 of the steps) each candidate takes the prior step with probability p1;
+        ``past``: the previous steps' ẑ_0, latest first (multistep solvers)."""
         cfg = self.cfg
         chain, prior = transitions
         prior_now = prior is not None and k < cfg["prior_sampling_until"] * (len(self.timesteps) - 1)
         stochastic = cfg["decoding_sampler"] == "ddpm" or cfg["ddim_eta"] > 0 or prior_now
         noise = noise_source.normal(z.device, z.dtype) if stochastic else None
-        out = chain.at(k).apply(z, z0_hat, noise)
+        out = chain.at(k).apply(z, z0_hat, noise, past)
         if prior_now:
             use_prior = noise_source.uniform(z.device).view(-1, 1, 1) < cfg["prior_sampling_prob"]
             out = torch.where(use_prior, prior.at(k).apply(z, z0_hat, noise), out)
@@ -427,6 +447,7 @@ class DiffusionGenerator:
         transitions = self.transitions(*self.chain_coefficients(timesteps, length, dtype))
         z0_hat: Optional[Tensor] = None
         history: List[Tensor] = []
+        past: List[Tensor] = []  # earlier ẑ_0, latest first, as many as a multistep solver reads
         for k in range(steps):
             t = timesteps[k : k + 1]  # one timestep, broadcast over the batch
             z0_hat = model.denoise(z, t, encoder_out, padding_mask, z0_hat)
@@ -438,7 +459,8 @@ class DiffusionGenerator:
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens)
             if k + 1 < steps:
-                z = self.step(z, z0_hat, k, transitions, padding_mask, noise_source)
+                z = self.step(z, z0_hat, k, transitions, padding_mask, noise_source, past)
+                past = [z0_hat, *past][: len(transitions[0].c_past)]
         trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]
         lengths, cut = self.output_lengths(tokens, lengths)
         if cut.any():

@@ -169,6 +169,57 @@ def test_ddim_with_every_step_matches_the_closed_form(monkeypatch, model, factor
         torch.testing.assert_close(calls[k + 1]["z_t"].double(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_dpm_solver_chain_follows_the_2m_update(monkeypatch, model, factor):
+    """--decoding-sampler dpm-solver++ (order 2), K = 6: the first step is DDIM (η = 0), every
+    later one z_s = (σ_s/σ_t) z_t − α_s (e^{−h} − 1)((1 + 1/(2r)) x̂_t − x̂_{t'}/(2r)) with
+    λ = log(α/σ), h = λ_s − λ_t, r = h_{prev}/h (Lu et al. 2022), on the decoding schedule
+    rescaled by F; order 1 is the DDIM chain itself."""
+    calls = record_denoise(monkeypatch, model)
+    flags = dict(decoding_steps=6, target_length=4, decoding_rescaling_factor=factor)
+    generator(model, decoding_sampler="dpm-solver++", **flags).generate([model], SAMPLE)
+    taus = respaced_timesteps(T, 6).tolist()
+    assert [int(c["t"][0]) for c in calls] == taus[:6]
+    alpha_bar = alphas_cumprod("sqrt", T)
+    alpha = [math.sqrt(alpha_bar[t]) for t in taus]
+    sigma = [factor * math.sqrt(1 - alpha_bar[t]) for t in taus]
+    lam = [math.log(a / s) for a, s in zip(alpha[:-1], sigma[:-1])]  # τ_K = 0 (σ = 0) is never reached
+    for k in range(5):
+        z_t, x_t = calls[k]["z_t"].double(), calls[k]["out"].double()
+        h = lam[k + 1] - lam[k]
+        data = x_t
+        if k > 0:
+            r = (lam[k] - lam[k - 1]) / h
+            data = (1 + 1 / (2 * r)) * x_t - calls[k - 1]["out"].double() / (2 * r)
+        expected = sigma[k + 1] / sigma[k] * z_t - alpha[k + 1] * math.expm1(-h) * data
+        torch.testing.assert_close(calls[k + 1]["z_t"].double(), expected, rtol=1e-4, atol=1e-5)
+    dpm1 = [c["z_t"] for c in calls]
+    calls.clear()
+    generator(model, decoding_sampler="dpm-solver++", dpm_solver_order=1, **flags).generate([model], SAMPLE)
+    first_order = [c["z_t"] for c in calls]
+    calls.clear()
+    generator(model, decoding_sampler="ddim", **flags).generate([model], SAMPLE)
+    assert all(torch.allclose(a, c["z_t"], atol=1e-6) for a, c in zip(first_order, calls))
+    assert not torch.allclose(dpm1[-1], first_order[-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_dpm_solver_with_self_conditioning_clamping_beams_mbr_early_stopping_and_history(model, order):
+    """DPM-Solver++ decodes with every other decoding technique: 2x2 beams ranked by BLEU-MBR,
+    clamping, early stopping (the history keeps one entry per step run), deterministic."""
+    flags = dict(decoding_sampler="dpm-solver++", dpm_solver_order=order, decoding_steps=6,
+                 early_stopping_steps=2, length_beam=2, noise_beam=2, clamping=True,
+                 candidate_selection="bleu-mbr")
+    gen = generator(model, retain_history=True, **flags)
+    torch.manual_seed(3)
+    hyps = gen.generate([model], SAMPLE)
+    assert [len(h) for h in hyps] == [4, 4]
+    assert all(len(h["history"]) == 4 and h["steps"] == 4 for hs in hyps for h in hs)
+    assert all(h["tokens"][-1] == EOS and int(h["tokens"][:-1].min()) > EOS for hs in hyps for h in hs)
+    torch.manual_seed(3)
+    assert outputs(gen.generate([model], SAMPLE)) == outputs(hyps)
+
+
 @pytest.mark.parametrize("p1", [0.0, 1.0])
 def test_prior_sampling_steps_from_the_prior_during_the_first_p2_of_the_chain(monkeypatch, model, p1):
     """SeqDiffuSeq App. E with p1 = 1, p2 = 0.5, K = 4: steps k < 2 draw z_s = sqrt(ᾱ_s) ẑ_0 + sqrt(1 − ᾱ_s) ε
@@ -237,6 +288,7 @@ def test_cpu_batches_are_decoded_in_slices_with_the_same_result(monkeypatch, mod
     {"decoding_sampler": "ddpm", "length_beam": 2, "noise_beam": 2},
     {"decoding_sampler": "ddim", "ddim_eta": 0.5, "noise_beam": 3},
     {"decoding_sampler": "ddim", "prior_sampling_prob": 0.5, "prior_sampling_until": 1.0},
+    {"decoding_sampler": "dpm-solver++", "dpm_solver_order": 3, "length_beam": 2},
 ])
 def test_same_seed_same_output_whatever_the_batching(monkeypatch, model, flags):
     """Each sentence's draws come from its (seed, id) generator: decoding the sentences alone, in
@@ -481,7 +533,11 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"length_beam": True}, r"--length-beam must be an integer, got True"),
         ({"ddim_eta": "0.5"}, r"--ddim-eta must be a number, got '0.5'"),
         ({"clamping": 1}, r"--clamping must be true or false, got 1"),
-        ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddpm', 'ddim'\), got 'euler'"),
+        ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddpm', 'ddim', 'dpm-solver\+\+'\), got 'euler'"),
+        ({"dpm_solver_order": 4}, r"--dpm-solver-order must be 1, 2 or 3, got 4"),
+        ({"decoding_sampler": "dpm-solver++", "ddim_eta": 0.5}, r"--ddim-eta applies to --decoding-sampler ddim; dpm-solver\+\+ is deterministic"),
+        ({"decoding_sampler": "dpm-solver++", "prior_sampling_prob": 0.5},
+         r"--prior-sampling-prob \(SeqDiffuSeq's prior steps\) applies to --decoding-sampler ddpm or ddim, not dpm-solver\+\+"),
     ],
 )
 def test_bad_decoding_flags(model, flags, message):

@@ -8,6 +8,7 @@ from diffusion_plugin.diffusion.samplers import (
     Transition,
     ddim_transition,
     ddpm_transition,
+    dpm_solver_transitions,
     posterior,
     prior_transition,
     q_sample,
@@ -86,7 +87,8 @@ def test_transitions_stacked_over_steps_equal_each_step():
     stacked = ddpm_transition(s[:-1], n[:-1], s[1:], n[1:])
     for k in range(5):
         one = ddpm_transition(s[k], n[k], s[k + 1], n[k + 1])
-        assert all(torch.equal(a, b) for a, b in zip(stacked.at(k), one))
+        assert all(torch.equal(a, b) for a, b in zip(stacked.at(k)[:3], one[:3]))
+        assert stacked.at(k).c_past == one.c_past == ()
     z_t, z0_hat, eps = torch.randn(2, 3, 4), torch.randn(2, 3, 4).bfloat16(), torch.randn(2, 3, 4)
     step = Transition(torch.tensor(0.5), torch.tensor(2.0), torch.tensor(0.25))
     out = step.apply(z_t, z0_hat, eps)
@@ -96,6 +98,90 @@ def test_transitions_stacked_over_steps_equal_each_step():
     torch.testing.assert_close(
         prior.apply(z_t, z0_hat.float(), eps), q_sample(z0_hat.float(), s[3], n[3], eps)
     )
+
+
+def chain(name="sqrt", steps=2000, k=5, factor=1.0, positions=1):
+    """(ᾱ'_τ, β̄'_τ) of a respaced chain, [K + 1, P, 1] (P > 1: per-position, made-up tables)."""
+    abar = torch.from_numpy(alphas_cumprod(name, steps))[respaced_timesteps(steps, k)]
+    abar = abar.view(-1, 1, 1) ** torch.linspace(1.0, 1.3, positions).view(1, -1, 1)
+    return rescale(abar, factor)
+
+
+@pytest.mark.parametrize("factor, positions", [(1.0, 1), (4.5, 1), (1.0, 3)])
+def test_dpm_solver_order_1_is_ddim_eta_0(factor, positions):
+    """DPM-Solver++ order 1 is DDIM with η = 0, step by step, to float64 precision (rescaled
+    non-VP schedules and per-position tables too)."""
+    signal, noise = chain(factor=factor, positions=positions)
+    dpm = dpm_solver_transitions(signal, noise, 1)
+    ddim = ddim_transition(signal[:-1], noise[:-1], signal[1:], noise[1:], 0.0)
+    assert dpm.c_past == () and float(dpm.std.abs().max()) == 0.0
+    torch.testing.assert_close(dpm.c0, ddim.c0, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(dpm.ct, ddim.ct, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_dpm_solver_lands_on_a_constant_prediction(order):
+    """A denoiser that always returns the same x̂: every order's chain ends on it at τ = 0."""
+    torch.manual_seed(0)
+    signal, noise = chain(k=6, factor=2.0)
+    steps = dpm_solver_transitions(signal.float(), noise.float(), order)
+    x0, z = torch.randn(3, 8), torch.randn(3, 8) * noise[0].sqrt().float()
+    past = []
+    for k in range(6):
+        z = steps.at(k).apply(z, x0, None, past[::-1])
+        past = (past + [x0])[-(order - 1):] if order > 1 else []
+    torch.testing.assert_close(z, x0, atol=1e-5, rtol=1e-5)
+
+
+def exact_step(sigma_t, sigma_s, lam_t, lam_s, z_t, a, b, c):
+    """The data-prediction ODE z_s = (σ_s/σ_t) z_t + σ_s ∫_{λ_t}^{λ_s} e^λ x̂(λ) dλ in closed
+    form for x̂(λ) = a + bλ + cλ²: ∫ e^λ p = e^λ (a + b(λ − 1) + c(λ² − 2λ + 2))."""
+
+    def primitive(l):
+        return l.exp() * (a + b * (l - 1) + c * (l**2 - 2 * l + 2))
+
+    return sigma_s / sigma_t * z_t + sigma_s * (primitive(lam_s) - primitive(lam_t))
+
+
+def test_dpm_solver_3_steps_are_exact_for_quadratic_predictions():
+    """Order 3 integrates the quadratic through the last three predictions exactly (the
+    exponential integrator's φ-weights), on a rescaled per-position chain: a step is exact for
+    x̂(λ) = a + bλ + cλ²; order 2 is not."""
+    signal, noise = chain(k=8, factor=1.5, positions=2)
+    sigma, lam = noise.sqrt(), (signal.sqrt() / noise.sqrt()).log()
+    a, b, c = 0.7, -0.4, 0.15
+    x_hat = a + b * lam + c * lam**2
+    z_t = torch.tensor(0.3, dtype=torch.float64).expand_as(x_hat[0])
+    third, second = dpm_solver_transitions(signal, noise, 3), dpm_solver_transitions(signal, noise, 2)
+    for k in range(2, 7):  # the last step (to σ = 0) excluded: λ = ∞
+        exact = exact_step(sigma[k], sigma[k + 1], lam[k], lam[k + 1], z_t, a, b, c)
+        got = third.at(k).apply(z_t, x_hat[k], None, [x_hat[k - 1], x_hat[k - 2]])
+        torch.testing.assert_close(got, exact, atol=1e-10, rtol=1e-10)
+        got = second.at(k).apply(z_t, x_hat[k], None, [x_hat[k - 1]])
+        assert not torch.allclose(got, exact, atol=1e-6)
+    with pytest.raises(ValueError, match="--dpm-solver-order must be 1, 2 or 3, got 4"):
+        dpm_solver_transitions(signal, noise, 4)
+
+
+@pytest.mark.parametrize("order, slope", [(1, 2), (2, 3)])
+def test_dpm_solver_local_error_shrinks_with_the_order(order, slope):
+    """For a smooth x̂(λ) a step of order m has local error O(h^(m+1)) (DPM-Solver++ 2M:
+    x̂_0 + (x̂_0 − x̂_1)/(2r)): halving h (same r = h_prev/h) divides it by about 2^(m+1)."""
+
+    def step_error(h):
+        lam = torch.tensor([-0.2 - 0.8 * h, -0.2, -0.2 + h], dtype=torch.float64)  # r = 0.8
+        signal = torch.sigmoid(2 * lam)  # VP: α² = 1/(1 + e^(−2λ)), σ² = 1 − α²
+        noise = 1 - signal
+        x_hat = (lam * 1.3).sin()  # not a polynomial
+        z_t = torch.tensor(0.3, dtype=torch.float64)
+        got = dpm_solver_transitions(signal, noise, order).at(1).apply(z_t, x_hat[1], None, [x_hat[0]])
+        grid = torch.linspace(lam[1], lam[2], 20001, dtype=torch.float64)
+        integral = torch.trapezoid(grid.exp() * (grid * 1.3).sin(), grid)
+        exact = noise[2].sqrt() / noise[1].sqrt() * z_t + noise[2].sqrt() * integral
+        return float((got - exact).abs())
+
+    ratio = step_error(0.2) / step_error(0.1)
+    assert 2 ** slope * 0.8 < ratio < 2 ** slope * 1.25, ratio
 
 
 def test_respacing_keeps_alpha_bar_at_chosen_steps():
