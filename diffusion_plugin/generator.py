@@ -24,7 +24,8 @@ from .diffusion.samplers import (
     ddpm_transition,
     dpm_solver_transitions,
     prior_transition,
-    respaced_timesteps,
+    spaced_timesteps,
+    SPACINGS,
 )
 from .diffusion.schedules import MAX_SENSIBLE_FACTOR
 from .diffusion.selection import mbr_utilities
@@ -50,6 +51,11 @@ class DecodingConfig(FairseqDataclass):
     ddim_eta: float = field(default=0.0, metadata={"help": "DDIM η in [0, 1]; 0 = deterministic"})
     dpm_solver_order: int = field(
         default=2, metadata={"help": "order of --decoding-sampler dpm-solver++ (1 = DDIM η = 0)"}
+    )
+    decoding_timesteps: ChoiceEnum(SPACINGS) = field(  # type: ignore[valid-type]
+        default="uniform",
+        metadata={"help": "where the K steps fall: uniform in t, quadratic in t (denser at low "
+                  "noise), or uniform in log-SNR of the decoding schedule (every sampler)"},
     )
     early_stopping_steps: int = field(
         default=0, metadata={"help": "stop the K-step chain E steps early and round the last ẑ_0"}
@@ -121,6 +127,8 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
     for name in ("length_beam", "noise_beam"):
         if cfg[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}")
+    if cfg["decoding_timesteps"] not in SPACINGS:
+        raise ValueError(f"--decoding-timesteps must be one of {SPACINGS}, got {cfg['decoding_timesteps']!r}")
     if cfg["decoding_sampler"] not in SAMPLERS:
         raise ValueError(f"--decoding-sampler must be one of {SAMPLERS}, got {cfg['decoding_sampler']!r}")
     if cfg["candidate_selection"] not in SELECTIONS:
@@ -209,7 +217,7 @@ class DiffusionGenerator:
                 "diffusion_plugin --task diffusion_translation)"
             )
         self.cfg = {name: decoding[name] for name in DECODING_FIELDS}
-        for name in ("decoding_sampler", "candidate_selection"):
+        for name in ("decoding_sampler", "decoding_timesteps", "candidate_selection"):
             self.cfg[name] = str(self.cfg[name])
         check_decoding(self.cfg, model.cfg.diffusion_steps)
         if model.length_from_padding and self.cfg["length_beam"] > 1:
@@ -238,9 +246,13 @@ class DiffusionGenerator:
         self.retain_history = retain_history
         self.pad, self.eos, self.bos = tgt_dict.pad(), tgt_dict.eos(), tgt_dict.bos()
         self.symbols_to_strip_from_output = {self.eos}
-        self.timesteps = respaced_timesteps(model.cfg.diffusion_steps, self.cfg["decoding_steps"])
         # read once: omegaconf attribute access costs ~50 µs per read
         self.latent_dim, self.vp_rescaling = model.cfg.latent_dim, model.cfg.vp_rescaling
+        # the schedule's table as it is now (an adaptive table refit later is not re-read)
+        self.timesteps = spaced_timesteps(
+            model.schedule.alpha_bar_table, self.cfg["decoding_steps"], self.cfg["decoding_timesteps"],
+            self.cfg["decoding_rescaling_factor"], self.vp_rescaling,
+        )
         self.ffn_dim = model.cfg.ffn_dim
 
     def check_reranker(self, models: List[Any], tgt_dict: Any) -> Optional[Any]:

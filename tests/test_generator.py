@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from diffusion_plugin.diffusion.noise import SentenceNoise
-from diffusion_plugin.diffusion.samplers import respaced_timesteps
+from diffusion_plugin.diffusion.samplers import respaced_timesteps, spaced_timesteps
 from diffusion_plugin.diffusion.schedules import alphas_cumprod
 from diffusion_plugin import generator as generator_module
 from diffusion_plugin.generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator, check_decoding
@@ -201,6 +201,21 @@ def test_dpm_solver_chain_follows_the_2m_update(monkeypatch, model, factor):
     generator(model, decoding_sampler="ddim", **flags).generate([model], SAMPLE)
     assert all(torch.allclose(a, c["z_t"], atol=1e-6) for a, c in zip(first_order, calls))
     assert not torch.allclose(dpm1[-1], first_order[-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm-solver++"])
+def test_decoding_timesteps_set_the_chain_of_every_sampler(monkeypatch, model, sampler):
+    """--decoding-timesteps quadratic / logsnr: the denoiser is called at the spaced τ (the
+    decoding schedule's, with its rescaling factor), for every sampler."""
+    calls = record_denoise(monkeypatch, model)
+    abar = model.schedule.alpha_bar_table
+    for spacing, factor in [("quadratic", 1.0), ("logsnr", 1.0), ("logsnr", 3.0)]:
+        calls.clear()
+        generator(model, decoding_sampler=sampler, decoding_steps=5, decoding_timesteps=spacing,
+                  decoding_rescaling_factor=factor, target_length=3).generate([model], SAMPLE)
+        expected = spaced_timesteps(abar, 5, spacing, factor).tolist()
+        assert [int(c["t"][0]) for c in calls] == expected[:5]
+    assert spaced_timesteps(abar, 5, "quadratic").tolist() == [50, 32, 18, 8, 2, 0]
 
 
 @pytest.mark.parametrize("order", [2, 3])
@@ -535,6 +550,7 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"clamping": 1}, r"--clamping must be true or false, got 1"),
         ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddpm', 'ddim', 'dpm-solver\+\+'\), got 'euler'"),
         ({"dpm_solver_order": 4}, r"--dpm-solver-order must be 1, 2 or 3, got 4"),
+        ({"decoding_timesteps": "karras"}, r"--decoding-timesteps must be one of \('uniform', 'logsnr', 'quadratic'\), got 'karras'"),
         ({"decoding_sampler": "dpm-solver++", "ddim_eta": 0.5}, r"--ddim-eta applies to --decoding-sampler ddim; dpm-solver\+\+ is deterministic"),
         ({"decoding_sampler": "dpm-solver++", "prior_sampling_prob": 0.5},
          r"--prior-sampling-prob \(SeqDiffuSeq's prior steps\) applies to --decoding-sampler ddpm or ddim, not dpm-solver\+\+"),

@@ -13,6 +13,8 @@ from diffusion_plugin.diffusion.samplers import (
     prior_transition,
     q_sample,
     respaced_timesteps,
+    spaced_timesteps,
+    strictly_decreasing,
 )
 from diffusion_plugin.diffusion.schedules import alphas_cumprod, rescale
 from diffusion_plugin.diffusion.selection import add_one_sentence_bleu, mbr_utilities
@@ -207,3 +209,30 @@ def test_add_one_sentence_bleu_and_mbr_pick_the_consensus():
     candidates = [[5, 6, 7, 8, 9], [1, 2, 3, 4, 5], [1, 2, 3, 4, 6], [1, 2, 3, 9, 5]]
     utilities = mbr_utilities(candidates)
     assert max(range(4), key=utilities.__getitem__) == 1
+
+
+def test_decoding_timesteps_spacings():
+    """--decoding-timesteps: uniform = respaced_timesteps; quadratic τ_j = T((K − j)/K)²;
+    logsnr evenly spaced in λ = ½ log(ᾱ'/β̄') of the rescaled (per-position: averaged) schedule
+    from λ_T to λ_1, each τ the integer t nearest its λ; all from T down to 0, no repeats."""
+    abar = torch.from_numpy(alphas_cumprod("cosine", 1000))
+    assert torch.equal(spaced_timesteps(abar, 10, "uniform"), respaced_timesteps(1000, 10))
+    assert spaced_timesteps(abar, 5, "quadratic").tolist() == [1000, 640, 360, 160, 40, 0]
+    for factor, table in [(1.0, abar), (3.0, abar), (1.0, abar[:, None] ** torch.tensor([1.0, 1.2]))]:
+        taus = spaced_timesteps(table, 8, "logsnr", factor)
+        signal, noise = rescale(table.reshape(1001, -1), factor)
+        lam = (0.5 * (signal / noise).log()).mean(dim=1)
+        assert taus[0] == 1000 and taus[-2] == 1 and taus[-1] == 0 and len(taus) == 9
+        assert bool((taus[:-1] > taus[1:]).all())
+        targets = torch.linspace(float(lam[1000]), float(lam[1]), 8, dtype=torch.float64)
+        for tau, target in zip(taus[:-1].tolist(), targets):
+            best = min(range(1, 1001), key=lambda t: abs(float(lam[t]) - float(target)))
+            assert tau == best or abs(tau - best) <= 8  # nearest, or raised/lowered past a repeat
+    assert spaced_timesteps(abar, 1, "logsnr").tolist() == [1000, 0]
+    assert spaced_timesteps(torch.from_numpy(alphas_cumprod("sqrt", 6)), 6, "quadratic").tolist() == [6, 5, 4, 3, 2, 1, 0]
+    assert strictly_decreasing(torch.tensor([9, 9, 9, 2, 2, 0])).tolist() == [9, 8, 7, 2, 1, 0]
+    assert strictly_decreasing(torch.tensor([5, 7, 3, 0, 0, 0])).tolist() == [5, 4, 3, 2, 1, 0]
+    with pytest.raises(ValueError, match="--decoding-timesteps must be one of"):
+        spaced_timesteps(abar, 5, "karras")
+    with pytest.raises(ValueError, match=r"--decoding-steps must be in \[1, --diffusion-steps=1000\], got 1001"):
+        spaced_timesteps(abar, 1001, "quadratic")

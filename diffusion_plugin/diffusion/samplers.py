@@ -12,6 +12,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .schedules import rescale
+
 
 def q_sample(z0: Tensor, signal: Tensor, noise_var: Tensor, noise: Tensor) -> Tensor:
     """z_t = sqrt(ᾱ'_t) z_0 + sqrt(β̄'_t) ε."""
@@ -31,6 +33,53 @@ def respaced_timesteps(diffusion_steps: int, decoding_steps: int) -> Tensor:
         )
     steps = torch.linspace(diffusion_steps, 0, decoding_steps + 1, dtype=torch.float64)
     return steps.round().long()
+
+
+SPACINGS = ("uniform", "logsnr", "quadratic")
+
+
+def strictly_decreasing(steps: Tensor) -> Tensor:
+    """K + 1 timesteps from τ_0 = T down to τ_K = 0 made strictly decreasing: each clamped to
+    [K − j, τ_{j−1} − 1], below its predecessor and leaving room for the steps after it."""
+    out = [int(t) for t in steps]
+    last = len(out) - 1
+    for j in range(1, len(out)):
+        out[j] = min(max(out[j], last - j), out[j - 1] - 1)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def spaced_timesteps(
+    alpha_bar: Tensor, decoding_steps: int, spacing: str, factor: float = 1.0, variance_preserving: bool = False
+) -> Tensor:
+    """K + 1 descending timesteps T = τ_0 > … > τ_K = 0 of a chain (``--decoding-timesteps``):
+
+    * ``uniform``: evenly spaced in t (``respaced_timesteps``);
+    * ``quadratic``: τ_j = T ((K − j)/K)², denser at low noise (Lu et al. 2022 for few steps);
+    * ``logsnr``: evenly spaced in λ = ½ log(ᾱ'/β̄') of the decoding schedule (``alpha_bar``
+      [T + 1] or per position [T + 1, P], rescaled by ``factor``; per position: λ averaged over
+      positions) from λ_T to λ_1, the nearest integer t each, then τ_K = 0.
+    Integer timesteps, made ``strictly_decreasing`` where rounding repeats one."""
+    steps = alpha_bar.size(0) - 1
+    if spacing == "uniform":
+        return respaced_timesteps(steps, decoding_steps)
+    respaced_timesteps(steps, decoding_steps)  # the range check
+    if spacing == "quadratic":
+        fraction = torch.linspace(1.0, 0.0, decoding_steps + 1, dtype=torch.float64)
+        return strictly_decreasing((steps * fraction**2).round().long())
+    if spacing != "logsnr":
+        raise ValueError(f"--decoding-timesteps must be one of {SPACINGS}, got {spacing!r}")
+    signal, noise = rescale(alpha_bar.double().reshape(steps + 1, -1), factor, variance_preserving)
+    lam = (0.5 * (signal[1:] / noise[1:]).log()).mean(dim=1)  # t = 1..T, decreasing in t
+    if decoding_steps == 1:
+        return torch.tensor([steps, 0])
+    targets = torch.linspace(float(lam[-1]), float(lam[0]), decoding_steps, dtype=torch.float64)
+    # nearest t (λ decreasing): search the ascending reversed curve
+    ascending = lam.flip(0)
+    index = torch.searchsorted(ascending, targets).clamp(1, steps - 1)
+    nearer_left = (targets - ascending[index - 1]).abs() <= (ascending[index] - targets).abs()
+    index = torch.where(nearer_left, index - 1, index)
+    timesteps = steps - index  # ascending position i is t = T − i
+    return strictly_decreasing(torch.cat([timesteps, torch.zeros(1, dtype=torch.long)]))
 
 
 def posterior(
