@@ -142,3 +142,35 @@ def test_device_check_refuses_bad_calls_with_a_reason(tmp_path):
     if not (BENCH.parent / ".device" / "wheels").is_dir():  # a checkout where prepare never ran
         result = call("run", "--out", str(tmp_path / "out"))
         assert result.returncode == 2 and "bench/device_check.sh prepare, then carry .device" in result.stderr
+
+
+def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path):
+    """bench/frontier.py decodes each setting as fairseq-generate does: scored against
+    fairseq-generate's own detokenised output for one setting (seed 1), that setting has BLEU
+    100 and the others less; speeds, JSON and plot are written; a malformed --beams is refused."""
+    import frontier
+    import text_metrics
+    from conftest import generate_args, run_fairseq
+
+    generated = tmp_path / "generate.txt"
+    generated.write_text(run_fairseq("generate", generate_args(
+        data_bin, checkpoint, "--decoding-steps", "4", "--decoding-sampler", "dpm-solver++",
+        "--length-beam", "2", "--remove-bpe", "--seed", "1")))
+    hypotheses = [c[0] for c in text_metrics.read_generate(str(generated)).candidates]
+    ref = tmp_path / "ref.txt"
+    ref.write_text("".join(h + "\n" for h in text_metrics.detokenize(hypotheses, "en")))
+    points = frontier.main([
+        "--data", str(data_bin), "--diffusion", str(checkpoint), "--ref", str(ref),
+        "--samplers", "ddim", "dpm-solver++:2", "--steps", "2", "4", "--beams", "1x1", "2x1",
+        "--speed-batches", "1", "--sentences", "4", "--json", str(tmp_path / "f.json"),
+        "--plot", str(tmp_path / "f.png"), "--out", str(tmp_path / "f.md"),
+    ])
+    assert [p.setting for p in points][:3] == ["ddim K=2, b=1x1", "ddim K=2, b=2x1", "ddim K=4, b=1x1"]
+    assert len(points) == 8 and all(p.rates[1] > 0 for p in points)
+    assert points[-1].setting == "dpm-solver++(2) K=4, b=2x1" and points[-1].bleu == pytest.approx(100.0)
+    assert max(p.bleu for p in points if "K=2," in p.setting) < 100.0
+    assert len(json.loads((tmp_path / "f.json").read_text())) == 8
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert "| diffusion | dpm-solver++(2) K=4, b=2x1 | 100.00 |" in (tmp_path / "f.md").read_text()
+    with pytest.raises(SystemExit):
+        frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--beams", "3by3"])

@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Quality / speed frontier of one diffusion checkpoint: test sacreBLEU and sentences/s for
+every sampler x steps x beams setting, next to fairseq's AR transformer (beam 5) and CMLM
+(10 iterations, length beam 5) measured in the same run.
+
+    python bench/frontier.py --data DATA_BIN --diffusion ckpt.pt --ref test.raw.en \
+        [--ar ar.pt] [--cmlm cmlm.pt] [--samplers ddpm ddim dpm-solver++:2 dpm-solver++:3] \
+        [--steps 1 2 3 5 10 20 50] [--beams 1x1 3x3] [--timesteps uniform] \
+        [--speed-batches 1 64] [--out report.md] [--json rows.json] [--plot frontier.png]
+
+BLEU: every sentence of ``--subset`` decoded in batches of ``--bleu-batch`` (fairseq-generate's
+path: ``task.inference_step``), BPE removed, sacremoses-detokenised, sacreBLEU against ``--ref``.
+Speed: the first ``--sentences`` sentences at each of ``--speed-batches`` (median of
+``--repeats`` after a warm-up, as ``bench/decode_speed.py``). Pin it to a core and one thread
+(``taskset -c N``, ``OMP_NUM_THREADS=1``) to compare with other single-thread runs.
+"""
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import text_metrics  # noqa: E402  (scripts/: detokenisation and sacreBLEU)
+from decode_speed import (  # noqa: E402
+    AR_BEAM,
+    CMLM_ITERATIONS,
+    CMLM_LENGTH_BEAM,
+    decoder,
+    load_system,
+    machine,
+    make_batches,
+    measure,
+)
+
+
+@dataclass
+class Point:
+    system: str
+    setting: str
+    bleu: float
+    rates: Dict[int, float]  # batch size -> sentences/s
+
+
+def diffusion_settings(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The decoding flags of every sampler x steps x beams setting (``dpm-solver++:N``: order N)."""
+    settings = []
+    for sampler in args.samplers:
+        name, _, order = sampler.partition(":")
+        for steps in args.steps:
+            for beams in args.beams:
+                b1, b2 = (int(b) for b in beams.split("x"))
+                flags = dict(decoding_sampler=name, decoding_steps=steps, length_beam=b1, noise_beam=b2,
+                             decoding_timesteps=args.timesteps)
+                if order:
+                    flags["dpm_solver_order"] = int(order)
+                if b1 * b2 > 1:
+                    flags["candidate_selection"] = args.selection
+                settings.append(flags)
+    return settings
+
+
+def baseline_flags(name: str) -> SimpleNamespace:
+    if name == "ar":
+        return SimpleNamespace(beam=AR_BEAM, max_len_a=0, max_len_b=200)
+    return SimpleNamespace(iter_decode_max_iter=CMLM_ITERATIONS, iter_decode_with_beam=CMLM_LENGTH_BEAM,
+                           iter_decode_force_max_iter=True)
+
+
+def label(name: str, flags: Any) -> str:
+    if name == "ar":
+        return f"beam {AR_BEAM}"
+    if name == "cmlm":
+        return f"{CMLM_ITERATIONS} iterations, length beam {CMLM_LENGTH_BEAM}"
+    sampler = flags["decoding_sampler"]
+    if sampler == "dpm-solver++":
+        sampler += f"({flags['dpm_solver_order']})"
+    return f"{sampler} K={flags['decoding_steps']}, b={flags['length_beam']}x{flags['noise_beam']}"
+
+
+def bleu(system: Any, generator: Any, args: argparse.Namespace, references: List[str]) -> float:
+    """sacreBLEU of the best hypotheses of the whole subset (BPE removed, detokenised)."""
+    every = argparse.Namespace(**{**vars(args), "sentences": len(references)})
+    batches = make_batches(system, args.bleu_batch, every)
+    dictionary = system.task.target_dictionary
+    texts: Dict[int, str] = {}
+    for batch in batches:
+        hyps = system.task.inference_step(generator, [system.model], batch)
+        for i, h in zip(batch["id"].tolist(), hyps):
+            texts[i] = dictionary.string(h[0]["tokens"].int().cpu(), "subword_nmt")
+    hypotheses = text_metrics.detokenize([texts[i] for i in range(len(references))], args.detok)
+    return text_metrics.corpus_bleu(hypotheses, references)[0]
+
+
+def measure_point(system: Any, name: str, flags: Any, args: argparse.Namespace, references: List[str]) -> Point:
+    generator = system.task.build_generator(
+        [system.model], SimpleNamespace(**flags) if isinstance(flags, dict) else flags
+    )
+    torch.manual_seed(args.seed)
+    score = bleu(system, generator, args, references)
+    rates = {}
+    for batch_size in args.speed_batches:
+        batches = make_batches(system, batch_size, args)
+        seconds, _ = measure(decoder(system, generator, batches), args.repeats, args.device)
+        rates[batch_size] = sum(b["nsentences"] for b in batches) / seconds
+    point = Point(name, label(name, flags), score, rates)
+    print(f"{point.system:9s} {point.setting:34s} BLEU {point.bleu:6.2f}  "
+          + "  ".join(f"b{b}: {r:7.1f}/s" for b, r in rates.items()), flush=True)
+    return point
+
+
+def report(points: List[Point], args: argparse.Namespace) -> str:
+    ar = next((p for p in points if p.system == "ar"), None)
+    lines = ["# Quality / speed frontier", "", *[f"- {line}" for line in machine(args)],
+             f"- diffusion: {args.diffusion}; BLEU: sacreBLEU on {args.subset} (detokenised) "
+             f"against {args.ref}; --decoding-timesteps {args.timesteps}; multi-candidate "
+             f"settings select by {args.selection}", ""]
+    batches = args.speed_batches
+    head = ["system", "setting", "sacreBLEU", *[f"sent/s b={b}" for b in batches]]
+    if ar:
+        head += [f"x AR b={b}" for b in batches]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        cells = [p.system, p.setting, f"{p.bleu:.2f}", *[f"{p.rates[b]:.1f}" for b in batches]]
+        if ar:
+            cells += [f"{p.rates[b] / ar.rates[b]:.2f}" for b in batches]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: List[Point], path: str, batch: int, subset: str) -> None:
+    import logging
+
+    import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves: Dict[str, List[Point]] = {}
+    for p in points:
+        if p.system == "diffusion":
+            sampler, beams = p.setting.split(" K=")[0], p.setting.split("b=")[1]
+            curves.setdefault(f"{sampler} {beams}", []).append(p)
+        else:
+            ax.scatter([p.rates[batch]], [p.bleu], marker="*", s=120, label=f"{p.system} ({p.setting})")
+    for name, curve in curves.items():
+        ax.plot([p.rates[batch] for p in curve], [p.bleu for p in curve], marker="o", label=name)
+        for p in curve:
+            ax.annotate(p.setting.split(" K=")[1].split(",")[0], (p.rates[batch], p.bleu), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"sentences/s (batch {batch})")
+    ax.set_ylabel(f"{subset} sacreBLEU")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="fairseq data-bin")
+    parser.add_argument("--diffusion", required=True, help="diffusion_translation checkpoint")
+    parser.add_argument("--ar", help="translation (transformer) checkpoint: beam 5 point")
+    parser.add_argument("--cmlm", help="translation_lev (cmlm_transformer) checkpoint: 10 iterations point")
+    parser.add_argument("--ref", required=True, help="raw (detokenised) references of --subset")
+    parser.add_argument("--detok", default="en", help="sacremoses language of the hypotheses")
+    parser.add_argument("--subset", default="test")
+    parser.add_argument("--samplers", nargs="+", default=["ddpm", "ddim", "dpm-solver++:2", "dpm-solver++:3"])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10, 20, 50])
+    parser.add_argument("--beams", nargs="+", default=["1x1", "3x3"], help="b1xb2 (length x noise)")
+    parser.add_argument("--timesteps", default="uniform", choices=("uniform", "logsnr", "quadratic"))
+    parser.add_argument("--selection", default="score", choices=("score", "bleu-mbr"),
+                        help="--candidate-selection of the multi-candidate settings")
+    parser.add_argument("--bleu-batch", type=int, default=64)
+    parser.add_argument("--speed-batches", type=int, nargs="*", default=[1, 64])
+    parser.add_argument("--sentences", type=int, default=128, help="sentences timed per speed measurement")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", help="write the markdown table here")
+    parser.add_argument("--json", help="write the points here as a JSON list")
+    parser.add_argument("--plot", help="BLEU against sentences/s at the first --speed-batches size (PNG)")
+    args = parser.parse_args(argv)
+    for beams in args.beams:
+        parts = beams.split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            parser.error(f"--beams takes b1xb2 with positive integers, got {beams!r}")
+    for sampler in args.samplers:
+        name, _, order = sampler.partition(":")
+        if name not in ("ddpm", "ddim", "dpm-solver++") or (order and (name != "dpm-solver++" or order not in "123")):
+            parser.error(f"--samplers: ddpm, ddim or dpm-solver++:ORDER (1-3), got {sampler!r}")
+    if args.plot and not args.speed_batches:
+        parser.error("--plot needs a --speed-batches size")
+    args.device, args.dtype = torch.device("cpu"), torch.float32
+    args.init_untrained = False
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Point]:
+    args = parse_args(argv)
+    references = text_metrics.read_lines(args.ref)
+    diffusion = load_system("diffusion", args.diffusion, args)
+    sentences = len(diffusion.task.dataset(args.subset))
+    if sentences != len(references):
+        raise SystemExit(f"--ref has {len(references)} lines, --subset {args.subset} {sentences} sentences")
+    points = []
+    for name in ("ar", "cmlm"):
+        checkpoint = getattr(args, name)
+        if checkpoint:
+            system = load_system(name, checkpoint, args)
+            points.append(measure_point(system, name, baseline_flags(name), args, references))
+    points += [measure_point(diffusion, "diffusion", flags, args, references) for flags in diffusion_settings(args)]
+    text = report(points, args)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump([asdict(p) for p in points], f, indent=1)
+    if args.plot:
+        plot(points, args.plot, args.speed_batches[0], args.subset)
+    return points
+
+
+if __name__ == "__main__":
+    main()
