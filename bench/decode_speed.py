@@ -30,7 +30,7 @@ import diffusion_plugin  # noqa: F401  (registers the task and the model with fa
 import fairseq
 from fairseq import checkpoint_utils, options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from diffusion_plugin.generator import SAMPLERS
+from diffusion_plugin.diffusion.samplers import SAMPLERS
 from diffusion_plugin.models.diffusion_transformer import LENGTH_OFFSETS
 
 STEPS = (1, 5, 10, 20)
@@ -366,7 +366,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--bf16", action="store_true", help="bfloat16 (CUDA, or CPUs with AVX512-BF16 / AMX)"
     )
-    parser.add_argument("--decoding-sampler", choices=SAMPLERS, default="ddpm")
+    parser.add_argument("--decoding-sampler", choices=tuple(SAMPLERS), default="ddpm")
     parser.add_argument("--dpm-solver-order", type=int, choices=(1, 2, 3), default=2)
     parser.add_argument("--subset", default="test")
     parser.add_argument("--sentences", type=int, default=256, help="sentences decoded per measurement")

@@ -1,16 +1,16 @@
 """Iterative diffusion decoding for fairseq-generate / fairseq-interactive / --eval-bleu.
 
 The encoder runs once per batch; the length predictor proposes b1 lengths, each decoded from b2
-noise draws, all b1·b2 candidates of all sources in one batch; K respaced reverse steps
-(DDPM posterior or DDIM) run the decoder only; the last ẑ_0 is rounded to tokens; candidates are
-ranked per source.  Models without a length predictor (``length_from_padding``: DiffuSeq) decode
+noise draws, all b1·b2 candidates of all sources in one batch; K reverse steps (a
+``diffusion.reverse_chain.ReverseChain`` of the chosen sampler) run the decoder only; the last
+ẑ_0 is rounded to tokens; candidates are ranked per source.  Models without a length predictor (``length_from_padding``: DiffuSeq) decode
 every candidate at its maximum length; the hypothesis ends at the first generated padding token.
 """
 
 import logging
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -18,22 +18,14 @@ from torch import Tensor
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from .diffusion.noise import SentenceNoise
-from .diffusion.samplers import (
-    Transition,
-    ddim_transition,
-    ddpm_transition,
-    dpm_solver_transitions,
-    prior_transition,
-    spaced_timesteps,
-    SPACINGS,
-)
+from .diffusion.reverse_chain import ReverseChain
+from .diffusion.samplers import SAMPLERS, SPACINGS, spaced_timesteps
 from .diffusion.schedules import MAX_SENSIBLE_FACTOR
 from .diffusion.selection import mbr_utilities
 
 logger = logging.getLogger(__name__)
 
 LOG2_E, LN_2 = 1.0 / math.log(2.0), math.log(2.0)
-SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
 SELECTIONS = ("score", "bleu-mbr", "reranker")
 ROUNDING_CHUNK = {"cpu": 1 << 20, "cuda": 1 << 28}  # logits per rounding chunk, by device type
 # feed-forward activations (token rows x --ffn-dim) decoded at once, by device type (none: all)
@@ -43,7 +35,7 @@ SLICE_ACTIVATIONS = {"cpu": 1 << 19}
 @dataclass
 class DecodingConfig(FairseqDataclass):
     decoding_steps: int = field(default=20, metadata={"help": "reverse steps K (of T)"})
-    decoding_sampler: ChoiceEnum(SAMPLERS) = field(  # type: ignore[valid-type]
+    decoding_sampler: ChoiceEnum(tuple(SAMPLERS)) = field(  # type: ignore[valid-type]
         default="ddpm",
         metadata={"help": "ddpm: respaced posterior sampling; ddim: DDIM; dpm-solver++: "
                   "multistep DPM-Solver++ (data prediction, deterministic) for few steps"},
@@ -130,7 +122,7 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
     if cfg["decoding_timesteps"] not in SPACINGS:
         raise ValueError(f"--decoding-timesteps must be one of {SPACINGS}, got {cfg['decoding_timesteps']!r}")
     if cfg["decoding_sampler"] not in SAMPLERS:
-        raise ValueError(f"--decoding-sampler must be one of {SAMPLERS}, got {cfg['decoding_sampler']!r}")
+        raise ValueError(f"--decoding-sampler must be one of {tuple(SAMPLERS)}, got {cfg['decoding_sampler']!r}")
     if cfg["candidate_selection"] not in SELECTIONS:
         raise ValueError(
             f"--candidate-selection must be one of {SELECTIONS}, got {cfg['candidate_selection']!r}"
@@ -139,14 +131,6 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
         raise ValueError(f"--ddim-eta must be in [0, 1], got {cfg['ddim_eta']}")
     if cfg["dpm_solver_order"] not in (1, 2, 3):
         raise ValueError(f"--dpm-solver-order must be 1, 2 or 3, got {cfg['dpm_solver_order']}")
-    if cfg["decoding_sampler"] == "dpm-solver++":
-        if cfg["ddim_eta"] > 0:
-            raise ValueError("--ddim-eta applies to --decoding-sampler ddim; dpm-solver++ is deterministic")
-        if cfg["prior_sampling_prob"] > 0:
-            raise ValueError(
-                "--prior-sampling-prob (SeqDiffuSeq's prior steps) applies to --decoding-sampler "
-                "ddpm or ddim, not dpm-solver++"
-            )
     factor = cfg["decoding_rescaling_factor"]
     if not math.isfinite(factor) or factor <= 0:
         raise ValueError(f"--decoding-rescaling-factor must be a finite number > 0, got {factor}")
@@ -161,6 +145,7 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {cfg[name]}")
     if cfg["target_length"] < 0:
         raise ValueError(f"--target-length must be >= 0, got {cfg['target_length']}")
+    SAMPLERS[cfg["decoding_sampler"]].check(cfg)
 
 
 def max_last(x: Tensor, block: int = 512) -> Tuple[Tensor, Tensor]:
@@ -354,54 +339,6 @@ class DiffusionGenerator:
         first = torch.where(is_pad, positions, lengths.unsqueeze(1)).min(dim=1).values
         return first, ~is_pad.any(dim=1)
 
-    def chain_coefficients(self, timesteps: Tensor, length: int, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-        """(ᾱ'_τ, β̄'_τ) for every τ of the respaced chain, [K + 1, 1 or L, 1], computed once."""
-        return self.model.schedule.coefficients(
-            timesteps,
-            length,
-            self.cfg["decoding_rescaling_factor"],
-            self.vp_rescaling,
-            dtype,
-        )
-
-    def transitions(self, signal: Tensor, noise_var: Tensor) -> Tuple[Transition, Optional[Transition]]:
-        """The coefficients of every reverse step τ_k → τ_{k+1} of the chain (DDPM posterior or
-        DDIM) and of its prior-sampling alternative (None without --prior-sampling-prob),
-        computed once per batch from ``chain_coefficients``."""
-        steps = (signal[:-1], noise_var[:-1], signal[1:], noise_var[1:])
-        if self.cfg["decoding_sampler"] == "dpm-solver++":
-            return dpm_solver_transitions(signal, noise_var, self.cfg["dpm_solver_order"]), None
-        if self.cfg["decoding_sampler"] == "ddim":
-            chain = ddim_transition(*steps, self.cfg["ddim_eta"])
-        else:
-            chain = ddpm_transition(*steps)
-        prior = prior_transition(signal[1:], noise_var[1:]) if self.cfg["prior_sampling_prob"] > 0 else None
-        return chain, prior
-
-    def step(
-        self,
-        z: Tensor,
-        z0_hat: Tensor,
-        k: int,
-        transitions: Tuple[Transition, Optional[Transition]],
-        padding_mask: Tensor,
-        noise_source: SentenceNoise,
-        past: Sequence[Tensor] = (),
-    ) -> Tensor:
-        """One reverse step from τ_k to τ_{k+1} (descending order); with prior sampling (during
-        the first p2 of the steps) each candidate takes the prior step with probability p1;
-        ``past``: the previous steps' ẑ_0, latest first (multistep solvers)."""
-        cfg = self.cfg
-        chain, prior = transitions
-        prior_now = prior is not None and k < cfg["prior_sampling_until"] * (len(self.timesteps) - 1)
-        stochastic = cfg["decoding_sampler"] == "ddpm" or cfg["ddim_eta"] > 0 or prior_now
-        noise = noise_source.normal(z.device, z.dtype) if stochastic else None
-        out = chain.at(k).apply(z, z0_hat, noise, past)
-        if prior_now:
-            use_prior = noise_source.uniform(z.device).view(-1, 1, 1) < cfg["prior_sampling_prob"]
-            out = torch.where(use_prior, prior.at(k).apply(z, z0_hat, noise), out)
-        return out.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-
     def slices(self, src_tokens: Tensor) -> List[Tuple[int, int, Tensor]]:
         """The batch cut into runs of consecutive sources whose b candidates hold at most
         SLICE_ACTIVATIONS[device] / --ffn-dim token rows (b · sources · longest source; a source
@@ -452,14 +389,16 @@ class DiffusionGenerator:
         # the chain z_τ in at least float32, whatever the network's precision (--fp16, --bf16)
         dtype = torch.promote_types(next(model.parameters()).dtype, torch.float32)
         noise_source = self.noise_source(seed, ids, per_source, lengths.cpu(), self.latent_dim)
-        z = noise_source.normal(src_tokens.device, dtype).masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        timesteps = self.timesteps.to(src_tokens.device)
+        chain = ReverseChain.from_schedule(
+            model.schedule, timesteps, length, cfg["decoding_rescaling_factor"], self.vp_rescaling,
+            cfg, noise_source, dtype,
+        )
+        z = chain.initial(padding_mask, dtype)
 
         steps = cfg["decoding_steps"] - cfg["early_stopping_steps"]
-        timesteps = self.timesteps.to(z.device)
-        transitions = self.transitions(*self.chain_coefficients(timesteps, length, dtype))
         z0_hat: Optional[Tensor] = None
         history: List[Tensor] = []
-        past: List[Tensor] = []  # earlier ẑ_0, latest first, as many as a multistep solver reads
         for k in range(steps):
             t = timesteps[k : k + 1]  # one timestep, broadcast over the batch
             z0_hat = model.denoise(z, t, encoder_out, padding_mask, z0_hat)
@@ -471,8 +410,7 @@ class DiffusionGenerator:
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens)
             if k + 1 < steps:
-                z = self.step(z, z0_hat, k, transitions, padding_mask, noise_source, past)
-                past = [z0_hat, *past][: len(transitions[0].c_past)]
+                z = chain.step(z, z0_hat, k, padding_mask)
         trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]
         lengths, cut = self.output_lengths(tokens, lengths)
         if cut.any():

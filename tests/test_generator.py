@@ -548,7 +548,7 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"length_beam": True}, r"--length-beam must be an integer, got True"),
         ({"ddim_eta": "0.5"}, r"--ddim-eta must be a number, got '0.5'"),
         ({"clamping": 1}, r"--clamping must be true or false, got 1"),
-        ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddpm', 'ddim', 'dpm-solver\+\+'\), got 'euler'"),
+        ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddim', 'ddpm', 'dpm-solver\+\+'\), got 'euler'"),
         ({"dpm_solver_order": 4}, r"--dpm-solver-order must be 1, 2 or 3, got 4"),
         ({"decoding_timesteps": "karras"}, r"--decoding-timesteps must be one of \('uniform', 'logsnr', 'quadratic'\), got 'karras'"),
         ({"decoding_sampler": "dpm-solver++", "ddim_eta": 0.5}, r"--ddim-eta applies to --decoding-sampler ddim; dpm-solver\+\+ is deterministic"),

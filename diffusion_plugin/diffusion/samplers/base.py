@@ -1,18 +1,13 @@
-"""Forward noising and reverse-process steps for Gaussian embedding diffusion.
-
-Every function takes the schedule values already gathered for the elements it acts on
-(``signal`` = ᾱ'_t and ``noise`` = β̄'_t, broadcastable to the latent), so the same code serves
-named schedules, rescaled schedules and per-position (adaptive) tables.  The marginal is
-``z_t = sqrt(ᾱ'_t) z_0 + sqrt(β̄'_t) ε``; without variance preservation ᾱ' + β̄' need not be 1.
-"""
+"""What every sampler shares: the forward draw, respacing, the posterior, the affine
+``Transition`` and the sampler registry."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .schedules import rescale
+from ..schedules import rescale
 
 
 def q_sample(z0: Tensor, signal: Tensor, noise_var: Tensor, noise: Tensor) -> Tensor:
@@ -126,77 +121,30 @@ class Transition(NamedTuple):
         return out if noise is None else out.addcmul_(self.std, noise)
 
 
-def ddpm_transition(signal_t: Tensor, noise_t: Tensor, signal_s: Tensor, noise_s: Tensor) -> Transition:
-    """Ancestral step z_s ~ N(c0·ẑ_0 + ct·z_t, var) of the (respaced) posterior."""
-    c0, ct, var = posterior(signal_t, noise_t, signal_s, noise_s)
-    return Transition(c0, ct, var.sqrt())
+class Sampler(NamedTuple):
+    """A ``--decoding-sampler``: ``transitions(signal, noise_var, options)`` gives the stacked
+    transitions of a chain from its (ᾱ'_τ, β̄'_τ) [K + 1, ...] (τ descending); ``check(options)``
+    refuses decoding flags it cannot honour, naming them (``options``: the decoding flags)."""
+
+    transitions: Callable[[Tensor, Tensor, Mapping[str, Any]], Transition]
+    check: Callable[[Mapping[str, Any]], None]
 
 
-def ddim_transition(
-    signal_t: Tensor, noise_t: Tensor, signal_s: Tensor, noise_s: Tensor, eta: float
-) -> Transition:
-    """DDIM: ε̂ = (z_t − a_t ẑ_0) / σ_t;  z_s = a_s ẑ_0 + sqrt(σ_s² − c²) ε̂ + c ε, that is
-    ct = sqrt(σ_s² − c²) / σ_t and c0 = a_s − ct·a_t.
-
-    c = η · sqrt(posterior variance) (= η sqrt(β̄_s/β̄_t) sqrt(1 − ᾱ_t/ᾱ_s) when ᾱ + β̄ = 1);
-    η = 0 is deterministic and η = 1 is the DDPM posterior.
-    """
-    _, _, var = posterior(signal_t, noise_t, signal_s, noise_s)
-    sigma_sq = eta**2 * var
-    ct = (noise_s - sigma_sq).clamp(min=0.0).sqrt() / noise_t.sqrt()
-    return Transition(signal_s.sqrt() - ct * signal_t.sqrt(), ct, sigma_sq.sqrt())
+SAMPLERS: Dict[str, Sampler] = {}
 
 
-def prior_transition(signal_s: Tensor, noise_s: Tensor) -> Transition:
-    """SeqDiffuSeq App. E prior sampling: z_s ~ N(sqrt(ᾱ_s) ẑ_0, β̄_s I), whatever z_t."""
-    return Transition(signal_s.sqrt(), torch.zeros_like(signal_s), noise_s.sqrt())
+def register_sampler(name: str, check: Optional[Callable[[Mapping[str, Any]], None]] = None):
+    """Decorator: register ``transitions`` as the sampler ``name``."""
+
+    def register(transitions: Callable[[Tensor, Tensor, Mapping[str, Any]], Transition]):
+        if name in SAMPLERS:
+            raise ValueError(f"sampler {name!r} registered twice")
+        SAMPLERS[name] = Sampler(transitions, check or (lambda options: None))
+        return transitions
+
+    return register
 
 
-def dpm_solver_transitions(signal: Tensor, noise_var: Tensor, order: int) -> Transition:
-    """DPM-Solver++ (Lu et al. 2022), multistep, data prediction: every step τ_k → τ_{k+1} of a
-    chain whose (ᾱ'_τ, β̄'_τ) are stacked over dimension 0 ([K + 1, ...], τ descending).
-
-    With α = sqrt(ᾱ'), σ = sqrt(β̄'), λ = log(α/σ), h = λ_s − λ_t, r_j = h_{k−1−j}/h and x̂_j the
-    predictions of the current and previous steps (j = 0, 1, 2), the exact solution is
-    z_s = (σ_s/σ_t) z_t + σ_s ∫_{λ_t}^{λ_s} e^λ x̂(λ) dλ; with φ1 = e^{−h} − 1, φ2 = φ1/h + 1,
-    φ3 = φ2/h − 1/2:
-      order 1:  z_s = (σ_s/σ_t) z_t − α_s φ1 x̂_0                          (= DDIM, η = 0)
-      order 2:  ... − α_s φ1 (x̂_0 + D1_0/2),  D1_0 = (x̂_0 − x̂_1)/r0        (the paper's 2M)
-      order 3:  ... − α_s φ1 x̂_0 + α_s φ2 D1 − 2 α_s φ3 D2, the quadratic through x̂_0..2
-                integrated exactly: D1 = D1_0 + r0/(r0 + r1)·(D1_0 − D1_1) ≈ h x̂',
-                D2 = (D1_0 − D1_1)/(r0 + r1) ≈ h² x̂''/2, D1_1 = (x̂_1 − x̂_2)/r1.
-    Step k uses order min(order, k + 1) (no past prediction before), and a final step to
-    σ_s = 0 order 1 (z_s = x̂_0). Computed in float64 and cast back: e^{−h} − 1 and h² lose
-    digits in float32 when steps are small."""
-    if order not in (1, 2, 3):
-        raise ValueError(f"--dpm-solver-order must be 1, 2 or 3, got {order}")
-    dtype = signal.dtype
-    alpha, sigma = signal.double().sqrt(), noise_var.double().sqrt()
-    lam = alpha.log() - sigma.log()
-    h = lam[1:] - lam[:-1]  # [K, ...]
-    phi1 = torch.expm1(-h)
-    phi2 = phi1 / h + 1.0
-    phi3 = phi2 / h - 0.5
-    a_s = alpha[1:]
-    ones = torch.ones_like(h[:1])
-    r0 = torch.cat([ones, h[:-1]]) / h  # h_{k−1}/h_k (1 where there is no previous step)
-    r1 = torch.cat([ones, ones, h[:-2]])[: h.size(0)] / h
-    # order 2: −α_s φ1 (x̂_0 + (x̂_0 − x̂_1)/(2 r0))
-    second = (-a_s * phi1 * (1 + 0.5 / r0), a_s * phi1 * 0.5 / r0, torch.zeros_like(h))
-    # order 3, each D as its coefficients of (x̂_0, x̂_1, x̂_2)
-    diff = (1 / r0, -(1 / r0 + 1 / r1), 1 / r1)  # D1_0 − D1_1
-    d1 = (1 / r0 + r0 / (r0 + r1) * diff[0], -1 / r0 + r0 / (r0 + r1) * diff[1], r0 / (r0 + r1) * diff[2])
-    d2 = tuple(x / (r0 + r1) for x in diff)
-    third = tuple(
-        (-a_s * phi1 if j == 0 else 0.0) + a_s * phi2 * d1[j] - 2 * a_s * phi3 * d2[j] for j in range(3)
-    )
-    first = (-a_s * phi1, torch.zeros_like(h), torch.zeros_like(h))
-    # step k uses order min(order, k + 1); a step to σ_s = 0 (h = ∞) order 1: it lands on x̂_0
-    used = torch.arange(h.size(0)).clamp(max=order - 1).view(-1, *[1] * (h.dim() - 1)) + 1
-    used = torch.where(torch.isfinite(h), used, 1)
-    c = [
-        torch.where(used == 1, first[j], torch.where(used == 2, second[j], third[j]))
-        for j in range(3)
-    ]
-    ct = sigma[1:] / sigma[:-1]
-    return Transition(c[0].to(dtype), ct.to(dtype), torch.zeros_like(ct, dtype=dtype), tuple(x.to(dtype) for x in c[1:order]))
+def chain_steps(signal: Tensor, noise_var: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(ᾱ'_t, β̄'_t, ᾱ'_s, β̄'_s) of every step t = τ_k -> s = τ_{k+1} of a stacked chain."""
+    return signal[:-1], noise_var[:-1], signal[1:], noise_var[1:]
