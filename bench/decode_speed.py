@@ -242,17 +242,21 @@ def bench_diffusion(system: System, batch_size: int, args: argparse.Namespace) -
     return rows
 
 
+def baseline_flags(name: str, max_len_a: float, max_len_b: int) -> Tuple[SimpleNamespace, str]:
+    """The generation flags of the AR transformer (beam 5) or CMLM (10 iterations, length beam
+    5) and their label."""
+    if name == "ar":
+        return SimpleNamespace(beam=AR_BEAM, max_len_a=max_len_a, max_len_b=max_len_b), f"beam {AR_BEAM}"
+    flags = SimpleNamespace(
+        iter_decode_max_iter=CMLM_ITERATIONS,
+        iter_decode_with_beam=CMLM_LENGTH_BEAM,
+        iter_decode_force_max_iter=True,
+    )
+    return flags, f"{CMLM_ITERATIONS} iterations, length beam {CMLM_LENGTH_BEAM}"
+
+
 def bench_baseline(system: System, batch_size: int, args: argparse.Namespace) -> Row:
-    if system.name == "ar":
-        flags = SimpleNamespace(beam=AR_BEAM, max_len_a=args.max_len_a, max_len_b=args.max_len_b)
-        setting = f"beam {AR_BEAM}"
-    else:
-        flags = SimpleNamespace(
-            iter_decode_max_iter=CMLM_ITERATIONS,
-            iter_decode_with_beam=CMLM_LENGTH_BEAM,
-            iter_decode_force_max_iter=True,
-        )
-        setting = f"{CMLM_ITERATIONS} iterations, length beam {CMLM_LENGTH_BEAM}"
+    flags, setting = baseline_flags(system.name, args.max_len_a, args.max_len_b)
     generator = system.task.build_generator([system.model], flags)
     batches = make_batches(system, batch_size, args)
     seconds, hyps = measure(decoder(system, generator, batches), args.repeats, args.device)
@@ -414,7 +418,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 rows += bench_diffusion(system, batch_size, args)
             else:
                 rows.append(bench_baseline(system, batch_size, args))
-    text = report(rows, systems, args)
+    write_outputs(report(rows, systems, args), rows, args)
+
+
+def write_outputs(text: str, rows: Sequence[Any], args: argparse.Namespace) -> None:
+    """Print the markdown ``text``; write it to ``--out`` and the (dataclass) ``rows`` to ``--json``."""
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

@@ -15,10 +15,9 @@ Speed: the first ``--sentences`` sentences at each of ``--speed-batches`` (media
 (``taskset -c N``, ``OMP_NUM_THREADS=1``) to compare with other single-thread runs.
 """
 import argparse
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -27,14 +26,13 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import text_metrics  # noqa: E402  (scripts/: detokenisation and sacreBLEU)
 from decode_speed import (  # noqa: E402
-    AR_BEAM,
-    CMLM_ITERATIONS,
-    CMLM_LENGTH_BEAM,
+    baseline_flags,
     decoder,
     load_system,
     machine,
     make_batches,
     measure,
+    write_outputs,
 )
 
 
@@ -64,18 +62,7 @@ def diffusion_settings(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return settings
 
 
-def baseline_flags(name: str) -> SimpleNamespace:
-    if name == "ar":
-        return SimpleNamespace(beam=AR_BEAM, max_len_a=0, max_len_b=200)
-    return SimpleNamespace(iter_decode_max_iter=CMLM_ITERATIONS, iter_decode_with_beam=CMLM_LENGTH_BEAM,
-                           iter_decode_force_max_iter=True)
-
-
-def label(name: str, flags: Any) -> str:
-    if name == "ar":
-        return f"beam {AR_BEAM}"
-    if name == "cmlm":
-        return f"{CMLM_ITERATIONS} iterations, length beam {CMLM_LENGTH_BEAM}"
+def label(flags: Dict[str, Any]) -> str:
     sampler = flags["decoding_sampler"]
     if sampler == "dpm-solver++":
         sampler += f"({flags['dpm_solver_order']})"
@@ -96,10 +83,10 @@ def bleu(system: Any, generator: Any, args: argparse.Namespace, references: List
     return text_metrics.corpus_bleu(hypotheses, references)[0]
 
 
-def measure_point(system: Any, name: str, flags: Any, args: argparse.Namespace, references: List[str]) -> Point:
-    generator = system.task.build_generator(
-        [system.model], SimpleNamespace(**flags) if isinstance(flags, dict) else flags
-    )
+def measure_point(
+    system: Any, name: str, flags: SimpleNamespace, setting: str, args: argparse.Namespace, references: List[str]
+) -> Point:
+    generator = system.task.build_generator([system.model], flags)
     torch.manual_seed(args.seed)
     score = bleu(system, generator, args, references)
     rates = {}
@@ -107,7 +94,7 @@ def measure_point(system: Any, name: str, flags: Any, args: argparse.Namespace, 
         batches = make_batches(system, batch_size, args)
         seconds, _ = measure(decoder(system, generator, batches), args.repeats, args.device)
         rates[batch_size] = sum(b["nsentences"] for b in batches) / seconds
-    point = Point(name, label(name, flags), score, rates)
+    point = Point(name, setting, score, rates)
     print(f"{point.system:9s} {point.setting:34s} BLEU {point.bleu:6.2f}  "
           + "  ".join(f"b{b}: {r:7.1f}/s" for b, r in rates.items()), flush=True)
     return point
@@ -212,16 +199,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Point]:
         checkpoint = getattr(args, name)
         if checkpoint:
             system = load_system(name, checkpoint, args)
-            points.append(measure_point(system, name, baseline_flags(name), args, references))
-    points += [measure_point(diffusion, "diffusion", flags, args, references) for flags in diffusion_settings(args)]
-    text = report(points, args)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump([asdict(p) for p in points], f, indent=1)
+            points.append(measure_point(system, name, *baseline_flags(name, 0, 200), args, references))
+    points += [
+        measure_point(diffusion, "diffusion", SimpleNamespace(**flags), label(flags), args, references)
+        for flags in diffusion_settings(args)
+    ]
+    write_outputs(report(points, args), points, args)
     if args.plot:
         plot(points, args.plot, args.speed_batches[0], args.subset)
     return points
