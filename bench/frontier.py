@@ -6,7 +6,8 @@ every sampler x steps x beams setting, next to fairseq's AR transformer (beam 5)
     python bench/frontier.py --data DATA_BIN --diffusion ckpt.pt --ref test.raw.en \
         [--ar ar.pt] [--cmlm cmlm.pt] [--samplers ddpm ddim dpm-solver++:2 dpm-solver++:3] \
         [--steps 1 2 3 5 10 20 50] [--beams 1x1 3x3] [--timesteps uniform] \
-        [--speed-batches 1 64] [--out report.md] [--json rows.json] [--plot frontier.png]
+        [--set early_stopping_steps=5 ...] [--speed-batches 1 64] [--out report.md] [--json rows.json]
+        [--plot frontier.png]
 
 BLEU: every sentence of ``--subset`` decoded in batches of ``--bleu-batch`` (fairseq-generate's
 path: ``task.inference_step``), BPE removed, sacremoses-detokenised, sacreBLEU against ``--ref``.
@@ -58,7 +59,7 @@ def diffusion_settings(args: argparse.Namespace) -> List[Dict[str, Any]]:
                     flags["dpm_solver_order"] = int(order)
                 if b1 * b2 > 1:
                     flags["candidate_selection"] = args.selection
-                settings.append(flags)
+                settings.append({**flags, **args.set})
     return settings
 
 
@@ -102,10 +103,11 @@ def measure_point(
 
 def report(points: List[Point], args: argparse.Namespace) -> str:
     ar = next((p for p in points if p.system == "ar"), None)
+    extra = "".join(f"; {key}={value}" for key, value in args.set.items())
     lines = ["# Quality / speed frontier", "", *[f"- {line}" for line in machine(args)],
              f"- diffusion: {args.diffusion}; BLEU: sacreBLEU on {args.subset} (detokenised) "
              f"against {args.ref}; --decoding-timesteps {args.timesteps}; multi-candidate "
-             f"settings select by {args.selection}", ""]
+             f"settings select by {args.selection}{extra}", ""]
     batches = args.speed_batches
     head = ["system", "setting", "sacreBLEU", *[f"sent/s b={b}" for b in batches]]
     if ar:
@@ -148,6 +150,18 @@ def plot(points: List[Point], path: str, batch: int, subset: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def number_or_text(value: str) -> Any:
+    """An int, a float, true/false, or the text itself."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="fairseq data-bin")
@@ -163,6 +177,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--timesteps", default="uniform", choices=("uniform", "logsnr", "quadratic"))
     parser.add_argument("--selection", default="score", choices=("score", "bleu-mbr"),
                         help="--candidate-selection of the multi-candidate settings")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FLAG=VALUE",
+                        help="other decoding flags for every diffusion setting, e.g. early_stopping_steps=5 ddim_eta=0.5")
     parser.add_argument("--bleu-batch", type=int, default=64)
     parser.add_argument("--speed-batches", type=int, nargs="*", default=[1, 64])
     parser.add_argument("--sentences", type=int, default=128, help="sentences timed per speed measurement")
@@ -180,6 +196,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         name, _, order = sampler.partition(":")
         if name not in ("ddpm", "ddim", "dpm-solver++") or (order and (name != "dpm-solver++" or order not in "123")):
             parser.error(f"--samplers: ddpm, ddim or dpm-solver++:ORDER (1-3), got {sampler!r}")
+    pairs = [item.partition("=") for item in args.set]
+    if any(not key or not sep for key, sep, _ in pairs):
+        parser.error(f"--set takes FLAG=VALUE, got {args.set}")
+    args.set = {key.replace("-", "_"): number_or_text(value) for key, _, value in pairs}
     if args.plot and not args.speed_batches:
         parser.error("--plot needs a --speed-batches size")
     args.device, args.dtype = torch.device("cpu"), torch.float32

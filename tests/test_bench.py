@@ -174,3 +174,11 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path):
     assert "| diffusion | dpm-solver++(2) K=4, b=2x1 | 100.00 |" in (tmp_path / "f.md").read_text()
     with pytest.raises(SystemExit):
         frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--beams", "3by3"])
+    with pytest.raises(SystemExit):
+        frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--set", "ddim_eta"])
+    parsed = frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--samplers", "ddim",
+                                  "--steps", "20", "--beams", "3x3", "--selection", "bleu-mbr",
+                                  "--set", "ddim_eta=0.5", "early-stopping-steps=5", "clamping=true"])
+    assert frontier.diffusion_settings(parsed) == [dict(
+        decoding_sampler="ddim", decoding_steps=20, length_beam=3, noise_beam=3, decoding_timesteps="uniform",
+        candidate_selection="bleu-mbr", ddim_eta=0.5, early_stopping_steps=5, clamping=True)]
