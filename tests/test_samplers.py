@@ -261,7 +261,9 @@ def test_every_registered_sampler_lands_on_a_perfect_prediction(name, factor, po
     reverse = ReverseChain(signal, noise, respaced_timesteps(2000, 6), options, draws)
     z0 = torch.randn(2, positions, 4, generator=torch.Generator().manual_seed(3))
     mask = torch.zeros(2, positions, dtype=torch.bool)
-    z = signal[0].sqrt() * z0 + noise[0].sqrt() * reverse.initial(mask, torch.float32)
+    start = reverse.initial(mask, torch.float32)  # N(0, β̄'_T): with F, F times the schedule's std
+    torch.testing.assert_close(start, noise[0].sqrt() * SentenceNoise(11, [0, 1], 1, lengths, 4).normal(z0.device, torch.float32))
+    z = signal[0].sqrt() * z0 + start
     for k in range(6):
         z = reverse.step(z, z0, k, mask)
     torch.testing.assert_close(z, z0, atol=1e-4, rtol=1e-4)

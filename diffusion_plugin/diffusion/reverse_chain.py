@@ -36,6 +36,7 @@ class ReverseChain:
     ) -> None:
         self.timesteps = timesteps
         self.noise = noise
+        self.start_std = noise_var[0].sqrt()  # sqrt(β̄'_T) [1 or L, 1]
         self.transitions: Transition = SAMPLERS[options["decoding_sampler"]].transitions(signal, noise_var, options)
         self.prior_prob = options["prior_sampling_prob"]
         self.prior: Optional[Transition] = (
@@ -63,8 +64,10 @@ class ReverseChain:
         return cls(signal, noise_var, timesteps, options, noise)
 
     def initial(self, padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
-        """z_T ~ N(0, I), zero at padding."""
-        return self.noise.normal(padding_mask.device, dtype).masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        """z_T ~ N(0, β̄'_T I), the chain's marginal at T (ᾱ_T ≈ 0; β̄'_T = F² β̄_T with a decoding
+        rescaling factor F), zero at padding."""
+        draw = self.noise.normal(padding_mask.device, dtype) * self.start_std.to(dtype)
+        return draw.masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
     def step(self, z_t: Tensor, z0_hat: Tensor, k: int, padding_mask: Tensor) -> Tensor:
         """z at τ_{k+1} from z at τ_k and the denoiser's ẑ_0 there, zero at padding."""
