@@ -371,7 +371,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert re.findall(r"^\| adaptive\+importance\+difformer \| 4 \|", again.stdout, re.M)  # decoded, not trained
     table = subprocess.run(["bash", script, "table"], env=env, capture_output=True, text=True)
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
-    bad = subprocess.run(["bash", script, "lr+bogus"], env=env, capture_output=True, text=True)
+    bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
     # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100
     env["STEPS"] = "2"

@@ -6,10 +6,10 @@
 # ARM: base (F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps)
 #      f1 (--rescaling-factor 1)                         issue E
 #      adaptive | importance | adaptive-importance       issue C (2x2 with base)
-#      recipe search (issue I.2): lr (--lr 2e-3 --warmup-updates 200: the quickstart's faster
-#        schedule), input-norm, post-norm, learned-positions, bert-init, no-self-cond,
+#      recipe search (issue I.2): slow-lr (--lr 1e-3 --warmup-updates 500: small_model.sh's
+#        schedule before 2026-12-07), input-norm, post-norm, learned-positions, bert-init, no-self-cond,
 #        difformer (post-norm + learned positions + BERT init: the Difformer paper's choices)
-#      A+B: the arms' changes together (e.g. lr+input-norm), trained in OUT/A+B
+#      A+B: the arms' changes together (e.g. input-norm+difformer), trained in OUT/A+B
 #      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M; every target
 #        padded to 48 positions, Multi30k's longest being 47, within 100 source + target) issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
@@ -47,7 +47,7 @@ for part in "${parts[@]}"; do
   case "$part" in
     base) ;;
     f1) arm+=(--rescaling-factor 1) ;;
-    lr) arm+=(--lr 2e-3 --warmup-updates 200) ;;
+    slow-lr) arm+=(--lr 1e-3 --warmup-updates 500) ;;
     input-norm) arm+=(--input-norm) ;;
     post-norm) arm+=(--post-norm) ;;
     learned-positions) arm+=(--learned-positions) ;;
@@ -59,7 +59,7 @@ for part in "${parts[@]}"; do
     adaptive-importance) arm+=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, f1, lr, input-norm, post-norm, learned-positions," \
+    *) echo "error: unknown arm '$part' (base, f1, slow-lr, input-norm, post-norm, learned-positions," \
          "bert-init, no-self-cond, difformer, adaptive, importance, adaptive-importance, diffuseq," \
          "joined with +; or table)" >&2
        exit 1 ;;
