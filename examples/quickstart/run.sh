@@ -2,11 +2,11 @@
 # Quickstart: a synthetic language pair -> fairseq-preprocess -> fairseq-train (tiny diffusion
 # model, CPU) -> fairseq-generate -> BLEU.  Creates ./.venv if absent.  A fixed number of updates,
 # so the printed BLEU is the same on any machine up to float noise (README: time on 2 cores).
-#   WORK=dir (default ./work/quickstart)  MAX_UPDATE=training updates (default 1000)
+#   WORK=dir (default ./work/quickstart)  MAX_UPDATE=training updates (default 800)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${WORK:-$ROOT/work/quickstart}
-MAX_UPDATE=${MAX_UPDATE:-1000}
+MAX_UPDATE=${MAX_UPDATE:-800}
 source "$ROOT/scripts/setup_env.sh"
 mkdir -p "$WORK"
 cd "$WORK"
