@@ -3,13 +3,16 @@
 # same number of updates with one technique changed, then the test set decoded and scored.
 #   bash examples/multi30k/ablation.sh ARM[+ARM...] [fairseq-train args...]
 #   bash examples/multi30k/ablation.sh table          (markdown table of every finished arm)
-# ARM: base (F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps)
+# ARM: base (small_model.sh: F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps,
+#        post-norm layers, learned positions, BERT init)
 #      f1 (--rescaling-factor 1)                         issue E
 #      adaptive | importance | adaptive-importance       issue C (2x2 with base)
 #      recipe search (issue I.2): slow-lr (--lr 1e-3 --warmup-updates 500: small_model.sh's
-#        schedule before 2026-12-07), input-norm, post-norm, learned-positions, bert-init, no-self-cond,
-#        difformer (post-norm + learned positions + BERT init: the Difformer paper's choices)
-#      A+B: the arms' changes together (e.g. input-norm+difformer), trained in OUT/A+B
+#        schedule before 2026-12-07), input-norm, no-self-cond, and the Difformer choices undone:
+#        pre-norm, sinusoidal (positions), default-init, no-difformer (all three: the model
+#        before 2026-12-07)
+#      A+B: the arms' changes together (e.g. slow-lr+no-difformer: the recipe before 2026-12-07),
+#        trained in OUT/A+B
 #      diffuseq (encoder-only, 7 layers: 7.38M parameters against base's 7.51M; every target
 #        padded to 48 positions, Multi30k's longest being 47, within 100 source + target) issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
@@ -49,19 +52,19 @@ for part in "${parts[@]}"; do
     f1) arm+=(--rescaling-factor 1) ;;
     slow-lr) arm+=(--lr 1e-3 --warmup-updates 500) ;;
     input-norm) arm+=(--input-norm) ;;
-    post-norm) arm+=(--post-norm) ;;
-    learned-positions) arm+=(--learned-positions) ;;
-    bert-init) arm+=(--bert-init) ;;
+    pre-norm) arm+=(--no-post-norm) ;;
+    sinusoidal) arm+=(--no-learned-positions) ;;
+    default-init) arm+=(--no-bert-init) ;;
+    no-difformer) arm+=(--no-post-norm --no-learned-positions --no-bert-init) ;;
     no-self-cond) arm+=(--no-self-cond) ;;
-    difformer) arm+=(--post-norm --learned-positions --bert-init) ;;
     adaptive) arm+=("${adaptive[@]}") ;;
     importance) arm+=(--timestep-sampler loss-second-moment) ;;
     adaptive-importance) arm+=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, f1, slow-lr, input-norm, post-norm, learned-positions," \
-         "bert-init, no-self-cond, difformer, adaptive, importance, adaptive-importance, diffuseq," \
-         "joined with +; or table)" >&2
+    *) echo "error: unknown arm '$part' (base, f1, slow-lr, input-norm, pre-norm, sinusoidal," \
+         "default-init, no-difformer, no-self-cond, adaptive, importance, adaptive-importance," \
+         "diffuseq, joined with +; or table)" >&2
        exit 1 ;;
   esac
 done
