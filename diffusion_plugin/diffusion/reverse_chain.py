@@ -43,7 +43,8 @@ class ReverseChain:
             prior_transition(signal[1:], noise_var[1:]) if self.prior_prob > 0 else None
         )
         self.prior_steps = options["prior_sampling_until"] * (len(timesteps) - 1)
-        self.stochastic_sampler = options["decoding_sampler"] == "ddpm" or options["ddim_eta"] > 0
+        # a sampler that adds noise at any step draws at every step (DDPM, DDIM with η > 0)
+        self.stochastic_sampler = bool((self.transitions.std != 0).any())
         self.past: List[Tensor] = []  # earlier ẑ_0, latest first, as many as the sampler reads
 
     @classmethod
