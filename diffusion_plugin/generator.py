@@ -19,7 +19,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from .diffusion.noise import SentenceNoise
 from .diffusion.reverse_chain import ReverseChain
-from .diffusion.samplers import SAMPLERS, SPACINGS, spaced_timesteps
+from .diffusion.samplers import SAMPLERS, SPACINGS, check_decoding_steps, spaced_timesteps
 from .diffusion.schedules import MAX_SENSIBLE_FACTOR
 from .diffusion.selection import mbr_utilities
 
@@ -107,10 +107,7 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
     """Clear errors for impossible decoding flags."""
     check_types(cfg)
     steps = cfg["decoding_steps"]
-    if not 1 <= steps <= diffusion_steps:
-        raise ValueError(
-            f"--decoding-steps must be in [1, --diffusion-steps={diffusion_steps}], got {steps}"
-        )
+    check_decoding_steps(diffusion_steps, steps)
     if not 0 <= cfg["early_stopping_steps"] < steps:
         raise ValueError(
             f"--early-stopping-steps must be in [0, --decoding-steps={steps}), "

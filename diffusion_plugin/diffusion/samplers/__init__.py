@@ -18,6 +18,7 @@ from .base import (
     SPACINGS,
     Sampler,
     Transition,
+    check_decoding_steps,
     posterior,
     q_sample,
     register_sampler,
@@ -36,7 +37,7 @@ from .dpm_solver import dpm_solver_transitions  # noqa: E402
 from .prior import prior_transition  # noqa: E402
 
 __all__ = [
-    "SAMPLERS", "SPACINGS", "Sampler", "Transition", "ddim_transition", "ddpm_transition",
+    "SAMPLERS", "SPACINGS", "Sampler", "Transition", "check_decoding_steps", "ddim_transition", "ddpm_transition",
     "dpm_solver_transitions", "posterior", "prior_transition", "q_sample", "register_sampler",
     "respaced_timesteps", "spaced_timesteps", "strictly_decreasing",
 ]

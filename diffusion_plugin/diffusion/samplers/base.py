@@ -15,17 +15,22 @@ def q_sample(z0: Tensor, signal: Tensor, noise_var: Tensor, noise: Tensor) -> Te
     return signal.sqrt() * z0 + noise_var.sqrt() * noise
 
 
+def check_decoding_steps(diffusion_steps: int, decoding_steps: int) -> None:
+    """K must be in [1, T]."""
+    if not 1 <= decoding_steps <= diffusion_steps:
+        raise ValueError(
+            f"--decoding-steps must be in [1, --diffusion-steps={diffusion_steps}], "
+            f"got {decoding_steps}"
+        )
+
+
 def respaced_timesteps(diffusion_steps: int, decoding_steps: int) -> Tensor:
     """K + 1 evenly spaced timesteps T = τ_K > … > τ_1 > τ_0 = 0 (step skipping).
 
     With K = T this is every step.  The schedule is read at these τ, so ᾱ is kept exactly at the
     chosen steps and the per-step α_k = ᾱ_{τ_k} / ᾱ_{τ_{k-1}} is recomputed by the posterior.
     """
-    if not 1 <= decoding_steps <= diffusion_steps:
-        raise ValueError(
-            f"--decoding-steps must be in [1, --diffusion-steps={diffusion_steps}], "
-            f"got {decoding_steps}"
-        )
+    check_decoding_steps(diffusion_steps, decoding_steps)
     steps = torch.linspace(diffusion_steps, 0, decoding_steps + 1, dtype=torch.float64)
     return steps.round().long()
 
@@ -57,7 +62,7 @@ def spaced_timesteps(
     steps = alpha_bar.size(0) - 1
     if spacing == "uniform":
         return respaced_timesteps(steps, decoding_steps)
-    respaced_timesteps(steps, decoding_steps)  # the range check
+    check_decoding_steps(steps, decoding_steps)
     if spacing == "quadratic":
         fraction = torch.linspace(1.0, 0.0, decoding_steps + 1, dtype=torch.float64)
         return strictly_decreasing((steps * fraction**2).round().long())
