@@ -124,6 +124,37 @@ def apply_bpe(codes: Path, lines: Sequence[str]) -> list[str]:
     return [bpe.process_line(line) for line in lines]
 
 
+SPLITS = ("train", "valid", "test")
+
+
+def tokenize_files(work: Path, splits: Sequence[str], langs: Sequence[str], lowercase: bool,
+                   aggressive: bool = True, normalize: bool = False, workers: int = 1,
+                   moses_lang: Optional[str] = None) -> None:
+    """``WORK/{split}.raw.{lang}`` -> ``WORK/{split}.tok.{lang}`` with :func:`tokenize` (Moses
+    rules of ``moses_lang``, default the file's language), printing line and token counts."""
+    for split in splits:
+        for lang in langs:
+            lines = tokenize(read_lines(work / f"{split}.raw.{lang}"), moses_lang or lang,
+                             lowercase, aggressive, normalize, workers)
+            write_lines(work / f"{split}.tok.{lang}", lines)
+            print(f"{split}.{lang}: {len(lines)} lines, {sum(len(x.split()) for x in lines)} "
+                  "tokens", flush=True)
+
+
+def joint_bpe_files(work: Path, kind: str, langs: Sequence[str], merges: int) -> None:
+    """Learn a joint BPE on ``WORK/train.{kind}.{lang}`` of every language -> ``WORK/code`` and
+    apply it to every split -> ``WORK/{split}.bpe.{lang}``, printing the counts."""
+    text = {(split, lang): read_lines(work / f"{split}.{kind}.{lang}")
+            for split in SPLITS for lang in langs}
+    n_merges = learn_joint_bpe([text["train", lang] for lang in langs], work / "code", merges)
+    print(f"joint BPE: {n_merges} merges (asked for {merges}) -> {work / 'code'}", flush=True)
+    for (split, lang), lines in text.items():
+        segmented = apply_bpe(work / "code", lines)
+        write_lines(work / f"{split}.bpe.{lang}", segmented)
+        print(f"{split}.{lang}: {len(segmented)} lines, "
+              f"{len({w for line in segmented for w in line.split()})} BPE types", flush=True)
+
+
 class Steps:
     """Resumable steps: a step whose marker file in ``WORK/.steps`` holds the same key is skipped.
 

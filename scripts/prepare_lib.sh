@@ -19,16 +19,18 @@ check_tools() {
     die "fairseq-preprocess not on PATH: activate the virtualenv (source .venv/bin/activate)"
 }
 
-# binarize SRC TGT WORK OUT WORKERS: WORK/{train,valid,test}.bpe.* -> OUT with a joined
-# dictionary, then print the line counts and the dictionary size.
+# binarize SRC TGT WORK OUT WORKERS [DICT]: WORK/{train,valid,test}.bpe.* -> OUT with a joined
+# dictionary (built from the train text, or the given fairseq DICT), then print the line counts
+# and the dictionary size.
 binarize() {
-  local src=$1 tgt=$2 work=$3 out=$4 workers=$5 split n_dict
+  local src=$1 tgt=$2 work=$3 out=$4 workers=$5 split n_dict given=()
+  [[ -n "${6:-}" ]] && given=(--srcdict "$6")
   echo "== fairseq-preprocess -> $out"
   mkdir -p "$out"
   rm -f "$out"/dict.*.txt "$out"/{train,valid,test}.*.{bin,idx} "$out/preprocess.log"
   fairseq-preprocess --source-lang "$src" --target-lang "$tgt" \
     --trainpref "$work/train.bpe" --validpref "$work/valid.bpe" --testpref "$work/test.bpe" \
-    --destdir "$out" --joined-dictionary --workers "$workers"
+    --destdir "$out" --joined-dictionary --workers "$workers" "${given[@]}"
   echo "== summary"
   for split in train valid test; do
     echo "$split: $(wc -l <"$work/$split.bpe.$src") sentence pairs"
@@ -38,11 +40,27 @@ binarize() {
     "model vocabulary $((n_dict + 4)) with fairseq's 4 special symbols"
 }
 
+# binarize_once STAMP MARKER SRC TGT WORK OUT WORKERS [DICT]: binarize unless the binarised
+# output is up to date, i.e. its STAMP holds the settings chain of the text stage's last step
+# (its MARKER in WORK/.steps) and is newer than that marker.
+binarize_once() {
+  local stamp=$1 marker=$2 settings
+  shift 2
+  settings="$(cat "$marker")"
+  if [[ -f "$stamp" && "$stamp" -nt "$marker" && "$(cat "$stamp")" == "$settings" ]]; then
+    echo "skip: step 'binarize' already done ($4)"
+  else
+    rm -f "$stamp"
+    binarize "$@"
+    echo "$settings" >"$stamp"
+  fi
+}
+
 # prepare_archives CORPUS SRC TGT MERGES MAX_LEN DEFAULT_OUT "$@": the whole archive-based recipe.
 prepare_archives() {
   local corpus=$1 src=$2 tgt=$3 merges=$4 max_len=$5 out=$6
   shift 6
-  local raw_dir="" work="" workers no_verify=0 stamp settings
+  local raw_dir="" work="" workers no_verify=0
   workers=$(nproc 2>/dev/null || echo 1)
   while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -79,16 +97,8 @@ prepare_archives() {
   echo "== text stage: $corpus $src-$tgt -> $work"
   "$PYTHON" "$SCRIPT_DIR/prepare_text.py" "${text_args[@]}" || exit $?
 
-  # binarised output is up to date when its stamp is newer than the BPE step's marker
-  stamp="$out/prepare_$corpus.done"
-  settings="$(cat "$work/.steps/bpe")"
-  if [[ -f "$stamp" && "$stamp" -nt "$work/.steps/bpe" && "$(cat "$stamp")" == "$settings" ]]; then
-    echo "skip: step 'binarize' already done ($out)"
-  else
-    rm -f "$stamp"
-    binarize "$src" "$tgt" "$work" "$out" "$workers"
-    echo "$settings" >"$stamp"
-  fi
+  binarize_once "$out/prepare_$corpus.done" "$work/.steps/bpe" "$src" "$tgt" "$work" "$out" \
+    "$workers"
   echo "data-bin: $out; BPE codes: $work/code; sacrebleu reference: $work/test.raw.$tgt"
   echo "done in ${SECONDS}s"
 }

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from corpus import (Archive, DataError, Steps, aligned_pairs, apply_bpe, clean_pairs,
-                    fetch_archives, fail, learn_joint_bpe, read_lines, read_members, tokenize,
-                    write_lines)
+from corpus import (SPLITS, Archive, DataError, Steps, aligned_pairs, clean_pairs,
+                    fetch_archives, fail, joint_bpe_files, read_lines, read_members,
+                    tokenize_files, write_lines)
 
 Pairs = tuple[list[str], list[str]]
-SPLITS = ("train", "valid", "test")
 
 # Sizes and sha256 as published in tensorflow-datasets' url_checksums/wmt14_translate.txt and
 # wmt13_translate.txt; the md5 of test-full.tgz as published in sacrebleu's dataset table.
@@ -154,9 +153,6 @@ def prepare(corpus: str, raw_dir: Optional[Path], work: Path, src: str, tgt: str
     langs = (src, tgt)
     steps = Steps(work)
 
-    def files(kind: str, splits: Sequence[str] = SPLITS) -> dict[tuple[str, str], Path]:
-        return {(split, lang): work / f"{split}.{kind}.{lang}" for split in splits for lang in langs}
-
     def extract() -> None:
         paths = fetch_archives(recipe.archives, raw_dir, work / "archives", check)
         for split, pairs in recipe.extract(paths, src, tgt).items():
@@ -164,14 +160,6 @@ def prepare(corpus: str, raw_dir: Optional[Path], work: Path, src: str, tgt: str
                 write_lines(work / f"{split}.raw.{lang}", lines)
 
     given = [s for s in SPLITS if not (recipe.valid_every and s == "valid")]
-
-    def tokenize_all() -> None:
-        for (split, lang), path in files("tok", given).items():
-            lines = tokenize(read_lines(work / f"{split}.raw.{lang}"), lang, recipe.lowercase,
-                             recipe.aggressive, recipe.normalize, workers)
-            write_lines(path, lines)
-            print(f"{split}.{lang}: {len(lines)} lines, {sum(len(x.split()) for x in lines)} "
-                  "tokens", flush=True)
 
     def clean() -> None:
         train = clean_pairs(*(read_lines(work / f"train.tok.{lang}") for lang in langs),
@@ -193,21 +181,13 @@ def prepare(corpus: str, raw_dir: Optional[Path], work: Path, src: str, tgt: str
                                    [read_lines(work / f"{split}.tok.{lang}") for lang in langs]):
                 write_lines(work / f"{split}.clean.{lang}", lines)
 
-    def bpe() -> None:
-        text = {key: read_lines(path) for key, path in files("clean").items()}
-        n_merges = learn_joint_bpe([text["train", src], text["train", tgt]], work / "code", merges)
-        print(f"joint BPE: {n_merges} merges (asked for {merges}) -> {work / 'code'}", flush=True)
-        for (split, lang), path in files("bpe").items():
-            lines = apply_bpe(work / "code", text[split, lang])
-            write_lines(path, lines)
-            print(f"{split}.{lang}: {len(lines)} lines, "
-                  f"{len({w for line in lines for w in line.split()})} BPE types", flush=True)
-
     steps.run("extract", f"{corpus} {src}-{tgt} raw_dir={raw_dir}", extract)
     steps.run("tokenize", f"lowercase={recipe.lowercase} aggressive={recipe.aggressive} "
-              f"normalize={recipe.normalize}", tokenize_all)
+              f"normalize={recipe.normalize}",
+              lambda: tokenize_files(work, given, langs, recipe.lowercase, recipe.aggressive,
+                                     recipe.normalize, workers))
     steps.run("clean", f"max_len={max_len} ratio={ratio} valid_every={recipe.valid_every}", clean)
-    steps.run("bpe", f"merges={merges}", bpe)
+    steps.run("bpe", f"merges={merges}", lambda: joint_bpe_files(work, "clean", langs, merges))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
