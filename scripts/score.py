@@ -15,7 +15,8 @@ references) or a plain file of ``--candidates K`` consecutive lines per source. 
 - The rest use whitespace tokens of the outputs as printed and of the ``T-`` lines (``--ref``
   where the file has none): sentence BLEU (NLTK, smoothing 4, DiffuSeq), ROUGE-L F (rouge-score),
   BERTScore F1 (only with ``--bertscore-model`` a local model directory), dist-1, average
-  length; self-BLEU and div-4 over all candidates of each source (sources with two or more).
+  length; self-BLEU and div-4 over the candidates of each source (sources with two or more):
+  all of them, or ``--diversity-samples N`` taken in a seeded random order (DiffuSeq: 3).
 - ``--mbr-curve 1,3,5``: BLEU of MBR (sentence BLEU, as ``--candidate-selection bleu-mbr``) among
   n candidates per source, taken in a seeded random order (``--mbr-order given``: as listed).
 
@@ -53,6 +54,7 @@ def evaluate(
     seed: Optional[int] = 0,
     bertscore_model: Optional[str] = None,
     bertscore_layers: Optional[int] = None,
+    diversity_samples: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Every metric of the module docstring, as a JSON-ready dict (``None``: not computable)."""
     candidates = generations.candidates
@@ -61,7 +63,10 @@ def evaluate(
         m.check_counts(outputs, raw_references, "--ref")
     refs = generations.references or raw_references
     counts = [len(c) for c in candidates]
-    several = [c for c in candidates if len(c) > 1]
+    samples = candidates
+    if diversity_samples is not None:
+        samples = [order[:diversity_samples] for order in m.shuffled(candidates, seed)]
+    several = [c for c in samples if len(c) > 1]
     empty = sum(not h.split() for h in outputs)
     report: Dict[str, Any] = {
         "sources": len(candidates),
@@ -79,6 +84,9 @@ def evaluate(
     notes = report["notes"]
     if empty:
         notes.append(f"{empty} empty outputs: sentence metrics 0, left out of dist-1")
+    if diversity_samples is not None:
+        order = "random (seeded)" if seed is not None else "given"
+        notes.append(f"self-BLEU and div-4 over the first {diversity_samples} candidates of each source in {order} order")
     if len(several) < len(candidates):
         notes.append(f"{len(candidates) - len(several)} sources with one candidate: left out of self-BLEU and div-4")
     if refs is None:
@@ -139,8 +147,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--prefix", default="D", choices=["D", "H"], help="fairseq-generate lines to score")
     parser.add_argument("--detok", metavar="LANG", help="Moses-detokenise before sacrebleu")
     parser.add_argument("--mbr-curve", type=sizes, default=[], metavar="N,N,...", help="MBR candidate counts")
-    parser.add_argument("--mbr-order", choices=["random", "given"], default="random")
+    parser.add_argument("--mbr-order", choices=["random", "given"], default="random",
+                        help="candidate order of the MBR curve and --diversity-samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random candidate order")
+    parser.add_argument("--diversity-samples", type=int, metavar="N",
+                        help="self-BLEU and div-4 over N candidates per source (default: all)")
     parser.add_argument("--bertscore-model", metavar="DIR", help="local Hugging Face model directory")
     parser.add_argument("--bertscore-layers", type=int, help="BERTScore layer (default: the last)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -149,6 +160,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         parser.error("give a fairseq-generate output or --hyps, not both")
     if args.candidates < 1:
         parser.error(f"--candidates must be >= 1, got {args.candidates}")
+    if args.diversity_samples is not None and args.diversity_samples < 2:
+        parser.error(f"--diversity-samples must be >= 2, got {args.diversity_samples}")
     try:
         if args.hyps:
             generations = m.Generations(m.read_plain(args.hyps, args.candidates), None)
@@ -162,6 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             args.seed if args.mbr_order == "random" else None,
             args.bertscore_model,
             args.bertscore_layers,
+            args.diversity_samples,
         )
     except m.InputError as error:
         raise SystemExit(f"score.py: {error}") from None

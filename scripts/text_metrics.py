@@ -150,6 +150,12 @@ def mbr_select(candidates: Sequence[str]) -> str:
     return candidates[max(range(len(candidates)), key=lambda i: (utilities[i], -i))]
 
 
+def shuffled(candidates: Sequence[Sequence[str]], seed: Optional[int]) -> List[List[str]]:
+    """Each source's candidates in a seeded random order (``None``: as given)."""
+    rng = random.Random(seed)
+    return [rng.sample(list(c), len(c)) if seed is not None else list(c) for c in candidates]
+
+
 def mbr_curve(
     candidates: Sequence[Sequence[str]],
     references: Sequence[str],
@@ -164,8 +170,7 @@ def mbr_curve(
     order.  MBR ties go to the earlier candidate of that order.  A source with fewer than n
     candidates uses all of them (counted in ``short``).
     """
-    rng = random.Random(seed)
-    orders = [rng.sample(list(c), len(c)) if seed is not None else list(c) for c in candidates]
+    orders = shuffled(candidates, seed)
     curve = []
     for n in sizes:
         chosen = [mbr_select(order[:n]) for order in orders]

@@ -177,3 +177,24 @@ def test_generate_nbest_candidates_are_parsed_best_first(data_bin, checkpoint, t
     assert report["diversity_sources"] == 30 and 0.0 <= report["metrics"]["div_4"] <= 1.0
     # all 6 candidates in the printed order (ties: the first): the curve's MBR choice is the decoder's
     assert report["mbr_curve"][1]["bleu"] == pytest.approx(report["metrics"]["bleu"])
+
+
+def test_diversity_over_the_first_samples(tmp_path, capsys):
+    """--diversity-samples N: self-BLEU and div-4 over N candidates per source (DiffuSeq: 3), taken
+    as listed (--mbr-order given) or in the seeded random order; BLEU still scores the first."""
+    candidates = [["a b c d", "a b c d", "e f g h", "i j k l"]]
+    gen = write_generate(tmp_path / "gen.txt", candidates, ["a b c d"])
+    given = score.main([str(gen), "--diversity-samples", "2", "--mbr-order", "given", "--json"])
+    assert given["metrics"]["div_4"] == 0.5 and given["metrics"]["self_bleu"] == pytest.approx(1.0)
+    every = score.main([str(gen), "--json"])
+    assert every["metrics"]["div_4"] == 0.75 and every["metrics"]["self_bleu"] == pytest.approx(1 / 6)
+    drawn = score.main([str(gen), "--diversity-samples", "3", "--seed", "5", "--json"])
+    first3 = tm.shuffled(candidates, 5)[0][:3]
+    assert drawn["metrics"]["div_4"] == pytest.approx(tm.div_n(first3, 4))
+    assert drawn["metrics"]["self_bleu"] == pytest.approx(tm.self_bleu(first3))
+    assert drawn["metrics"]["bleu"] == pytest.approx(100.0)
+    assert "self-BLEU and div-4 over the first 3 candidates of each source in random (seeded) order" in drawn["notes"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        score.main([str(gen), "--diversity-samples", "1"])
+    assert "--diversity-samples must be >= 2, got 1" in capsys.readouterr().err
