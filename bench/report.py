@@ -163,8 +163,9 @@ def header(args: argparse.Namespace) -> List[str]:
         f"- data: {args.data} ({args.source_lang}->{args.target_lang}), test subset `{args.subset}`; "
         f"sacreBLEU on detokenised output against {args.ref or '(no --ref: tokenised BLEU only)'}",
         f"- every system: {size.layers}+{size.layers} layers, width {size.dim}, ffn {size.ffn}, {size.heads} heads "
-        f"(diffusion latent {size.latent}), shared embeddings, Adam lr 1e-3 inverse_sqrt, max 4096 tokens, "
-        f"dropout 0.1, " + training_budget(args),
+        f"(diffusion latent {size.latent}), shared embeddings, Adam inverse_sqrt (AR, CMLM: lr 1e-3 after 500 "
+        f"warm-up updates; diffusion: lr 2e-3 after 200, post-norm, learned positions, BERT init), "
+        f"max 4096 tokens, dropout 0.1, " + training_budget(args),
         f"- logs, checkpoints and stage results: {args.out}",
     ]
 

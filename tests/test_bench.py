@@ -182,3 +182,19 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path):
     assert frontier.diffusion_settings(parsed) == [dict(
         decoding_sampler="ddim", decoding_steps=20, length_beam=3, noise_beam=3, decoding_timesteps="uniform",
         candidate_selection="bleu-mbr", ddim_eta=0.5, early_stopping_steps=5, clamping=True)]
+
+
+def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():
+    """run.py's diffusion recipe is examples/multi30k/small_model.sh's: same learning rate,
+    warm-up and model choices (a recipe change in one place fails here until both agree)."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "multi30k" / "small_model.sh"
+    listed = subprocess.run(
+        ["bash", "-c", 'source "$1" && printf "%s\\n" "${SMALL_TRAIN[@]}"', "-", str(script)],
+        check=True, capture_output=True, text=True,
+    ).stdout.split("\n")
+    recipe = run.RECIPES["diffusion"]
+    for flag in ("--lr", "--warmup-updates"):
+        assert recipe[recipe.index(flag) + 1] == listed[listed.index(flag) + 1], flag
+    choices = {f for f in listed if f in ("--post-norm", "--learned-positions", "--bert-init", "--input-norm")}
+    assert choices and choices == {f for f in recipe if f.startswith("--") and f not in ("--lr", "--warmup-updates")}
+    assert run.RECIPES["ar"] == run.RECIPES["cmlm"] == ["--lr", "1e-3", "--warmup-updates", "500"]
