@@ -64,6 +64,14 @@ class DecodingConfig(FairseqDataclass):
             "length-normalised log-likelihood under the AR model given as --path diff.pt:ar.pt"
         },
     )
+    length_score_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "λ: with --length-beam > 1, score ranks by mean token log-prob + λ·log p(n|x) "
+            "of the length predictor and bleu-mbr weighs each candidate as evidence by p(n|x)^λ; "
+            "0 ignores the length probabilities"
+        },
+    )
     clamping: bool = field(
         default=False, metadata={"help": "replace ẑ_0 by its nearest token embedding each step"}
     )
@@ -124,6 +132,8 @@ def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
         raise ValueError(
             f"--candidate-selection must be one of {SELECTIONS}, got {cfg['candidate_selection']!r}"
         )
+    if not 0.0 <= cfg["length_score_weight"] < math.inf:
+        raise ValueError(f"--length-score-weight must be a finite number >= 0, got {cfg['length_score_weight']}")
     if not 0.0 <= cfg["ddim_eta"] <= 1.0:
         raise ValueError(f"--ddim-eta must be in [0, 1], got {cfg['ddim_eta']}")
     if cfg["dpm_solver_order"] not in (1, 2, 3):
@@ -294,6 +304,16 @@ class DiffusionGenerator:
             lengths = torch.minimum(lengths, longest).clamp(min=self.min_len)
         return lengths.repeat_interleave(self.cfg["noise_beam"], dim=1).reshape(-1)
 
+    def length_scores(self, encoder_out: Dict[str, Tensor], lengths: Tensor) -> Tensor:
+        """λ·log p(n|x) of each of the [B · b1 · b2] candidates' ``lengths``; zero where every
+        candidate of a source has the same length (b1 = 1, --target-length, a length read from
+        the source) or λ = 0, as it cannot change a ranking there."""
+        weight, beam = self.cfg["length_score_weight"], self.cfg["length_beam"]
+        if weight == 0 or beam == 1 or self.cfg["target_length"] or self.match_source_len:
+            return torch.zeros(lengths.shape, device=lengths.device)
+        per_source = lengths.view(-1, self.candidates_per_source)
+        return weight * self.model.length_log_probs(encoder_out, per_source).reshape(-1)
+
     def round(self, z0_hat: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
         """Tokens argmax(ẑ_0·Eᵀ) over real symbols (and padding, for models whose outputs end at
         it) and their log-probabilities (``round_rows``, without the full log-softmax) at the
@@ -379,6 +399,7 @@ class DiffusionGenerator:
         model, cfg = self.model, self.cfg
         encoder_out = model.encode(src_tokens)
         lengths = self.candidate_lengths(encoder_out)
+        length_scores = self.length_scores(encoder_out, lengths)
         per_source = self.candidates_per_source
         encoder_out = model.decoding_state(encoder_out, per_source)
         n, length = lengths.numel(), int(lengths.max())
@@ -423,7 +444,7 @@ class DiffusionGenerator:
             hyp = torch.cat([hyp, hyp.new_full((n, 1), self.pad)], dim=1)
             hyp[torch.arange(n), lengths] = self.eos
             reranker_scores = self.reranker_scores(src_tokens, hyp).cpu()
-        return self.finalize(src_tokens, tokens, scores, lengths, cut, trails, steps, reranker_scores)
+        return self.finalize(src_tokens, tokens, scores, lengths, cut, trails, steps, length_scores, reranker_scores)
 
     def finalize(
         self,
@@ -434,12 +455,14 @@ class DiffusionGenerator:
         cut: Tensor,
         trails: List[Tuple[Tensor, Tensor]],
         steps: int,
+        length_scores: Tensor,
         reranker_scores: Optional[Tensor] = None,
     ) -> List[List[Dict[str, Any]]]:
         """Per source: its candidates as fairseq hypothesis dicts, best first (``trails``: the
-        tokens and lengths of every retained step)."""
+        tokens and lengths of every retained step; ``length_scores``: λ·log p(n|x) of each)."""
         per_source = self.candidates_per_source
         tokens, scores, lengths, cut = tokens.cpu(), scores.cpu(), lengths.cpu(), cut.cpu()
+        length_scores = length_scores.cpu()
         trails = [(h.cpu(), h_lengths.cpu()) for h, h_lengths in trails]
         empty_source = (src_tokens.ne(self.pad) & src_tokens.ne(self.eos)).sum(dim=1).eq(0).cpu()
         eos = torch.tensor([self.eos])
@@ -455,6 +478,7 @@ class DiffusionGenerator:
                 positional = torch.cat([scores[c, :n], torch.zeros(1)])
                 trail = [torch.cat([h[c, : h_lengths[c]], eos]) for h, h_lengths in trails]
                 candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps, bool(cut[c])))
+                candidates[-1]["length_score"] = float(length_scores[c])
                 if reranker_scores is not None:
                     candidates[-1]["reranker_score"] = float(reranker_scores[c])
             results.append(self.rank(candidates))
@@ -475,10 +499,15 @@ class DiffusionGenerator:
         }
 
     def rank(self, candidates: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Best first: by expected BLEU against the others weighted by exp(length_score) =
+        p(n|x)^λ (bleu-mbr), by the AR reranker's score, or by score + length_score."""
         if self.cfg["candidate_selection"] == "bleu-mbr":
-            utilities = mbr_utilities([c["tokens"][:-1].tolist() for c in candidates])
+            top = max(c["length_score"] for c in candidates)
+            weights = [math.exp(c["length_score"] - top) for c in candidates]  # ∝ p(n|x)^λ
+            utilities = mbr_utilities([c["tokens"][:-1].tolist() for c in candidates], weights)
             order = sorted(range(len(candidates)), key=lambda i: -utilities[i])
+        elif self.reranker is not None:
+            order = sorted(range(len(candidates)), key=lambda i: -candidates[i]["reranker_score"])
         else:
-            key = "reranker_score" if self.reranker is not None else "score"
-            order = sorted(range(len(candidates)), key=lambda i: -candidates[i][key])
+            order = sorted(range(len(candidates)), key=lambda i: -(candidates[i]["score"] + candidates[i]["length_score"]))
         return [candidates[i] for i in order]

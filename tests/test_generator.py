@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from diffusion_plugin.diffusion.noise import SentenceNoise
 from diffusion_plugin.diffusion.samplers import respaced_timesteps, spaced_timesteps
 from diffusion_plugin.diffusion.schedules import alphas_cumprod
+from diffusion_plugin.diffusion.selection import add_one_sentence_bleu, mbr_utilities
 from diffusion_plugin import generator as generator_module
 from diffusion_plugin.generator import DECODING_FIELDS, DecodingConfig, DiffusionGenerator, check_decoding
 from diffusion_plugin.models.diffusion_transformer import LENGTH_OFFSETS, DiffusionTransformerModel
@@ -369,6 +370,49 @@ def test_bleu_mbr_picks_the_consensus_candidate(monkeypatch, model):
     assert best("score") == CANDIDATES[0] + [EOS]
 
 
+def test_length_predictor_probabilities_count_in_the_selection(monkeypatch, model):
+    """--length-score-weight λ: score ranks by mean token log-prob + λ·log p(n|x); bleu-mbr weighs
+    each candidate as evidence by p(n|x)^λ; λ = 0 ignores the length predictor."""
+    favour_offsets(model, [0, -1])  # source [5, 6, 7] (4 with EOS): lengths 4, then 3
+    with torch.no_grad():
+        model.length_head.bias[LENGTH_OFFSETS // 2] = 4.0  # p(4) = e⁴ / (e⁴ + e¹ + 254 e⁰)
+    lprobs = torch.log_softmax(model.length_head.bias, dim=0)
+    log_p4, log_p3 = float(lprobs[LENGTH_OFFSETS // 2]), float(lprobs[LENGTH_OFFSETS // 2 - 1])
+    enc = model.encode(sample([5, 6, 7])["net_input"]["src_tokens"])
+    assert model.length_log_probs(enc, torch.tensor([[4, 3]]))[0].tolist() == pytest.approx([log_p4, log_p3])
+
+    def ranked(weight: float, selection: str, candidates: List[List[int]], scores: List[float]) -> List[List[int]]:
+        gen = generator(model, decoding_steps=2, length_beam=2, candidate_selection=selection,
+                        length_score_weight=weight)
+        fix_rounding(monkeypatch, gen, candidates, scores)
+        (hyps,) = gen.generate([model], sample([5, 6, 7]))
+        by_length = {len(h["tokens"]) - 1: h["length_score"] for h in hyps}
+        assert by_length == {4: pytest.approx(weight * log_p4), 3: pytest.approx(weight * log_p3)}
+        return [h["tokens"][:-1].tolist() for h in hyps]
+
+    # the length-3 candidate's tokens score -0.1 each, the length-4 one's -0.9: the token score
+    # alone prefers length 3; with λ = 1 the 3.0-nat length gap outweighs 0.8
+    candidates = [[4, 5, 6, 7], [4, 5, 6, 0]]  # rounding rows: length 4, then length 3 (+ pad)
+    assert log_p4 - log_p3 == pytest.approx(3.0)
+    assert ranked(0.0, "score", candidates, [-0.9, -0.1]) == [[4, 5, 6], [4, 5, 6, 7]]
+    assert ranked(1.0, "score", candidates, [-0.9, -0.1]) == [[4, 5, 6, 7], [4, 5, 6]]
+    assert ranked(0.2, "score", candidates, [-0.9, -0.1]) == [[4, 5, 6], [4, 5, 6, 7]]  # 0.6 < 0.8
+
+
+def test_weighted_mbr_utilities_by_hand():
+    """u_i = Σ_{j≠i} w_j BLEU(c_i, c_j) / Σ_{j≠i} w_j."""
+    a, b, c = [1, 2, 3, 4], [1, 2, 3, 5], [6, 7, 8, 9]
+    ab = add_one_sentence_bleu(a, b)
+    assert ab > 0 and add_one_sentence_bleu(a, c) == add_one_sentence_bleu(c, a) == 0.0
+    assert mbr_utilities([a, b, c], [1.0, 1.0, 1.0]) == pytest.approx(mbr_utilities([a, b, c]))
+    assert mbr_utilities([a, b, c], [1.0, 1.0, 1.0]) == pytest.approx([ab / 2, add_one_sentence_bleu(b, a) / 2, 0.0])
+    # c's weight 3: a's utility (1·BLEU(a,b) + 3·0) / 4
+    assert mbr_utilities([a, b, c], [1.0, 1.0, 3.0])[0] == pytest.approx(ab / 4)
+    # a candidate the others' zero weights cannot support gets 0, not a division by zero
+    assert mbr_utilities([a, b], [1.0, 0.0]) == [0.0, pytest.approx(add_one_sentence_bleu(b, a))]
+    assert mbr_utilities([a]) == [0.0]
+
+
 class StubReranker(nn.Module):
     """An 'autoregressive model' whose next-token distribution always favours ``favourite``."""
 
@@ -531,6 +575,8 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"early_stopping_steps": 20}, r"--early-stopping-steps must be in \[0, --decoding-steps=20\), got 20"),
         ({"early_stopping_steps": -1}, r"--early-stopping-steps must be in \[0, --decoding-steps=20\), got -1"),
         ({"ddim_eta": 1.5}, r"--ddim-eta must be in \[0, 1\], got 1.5"),
+        ({"length_score_weight": -1.0}, r"--length-score-weight must be a finite number >= 0, got -1.0"),
+        ({"length_score_weight": math.inf}, r"--length-score-weight must be a finite number >= 0, got inf"),
         ({"ddim_eta": -0.1}, r"--ddim-eta must be in \[0, 1\], got -0.1"),
         ({"decoding_steps": 0}, rf"--decoding-steps must be in \[1, --diffusion-steps={T}\], got 0"),
         ({"decoding_steps": T + 1}, rf"--decoding-steps must be in \[1, --diffusion-steps={T}\], got {T + 1}"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 
 def ngram_counts(tokens: Sequence[int], order: int) -> Counter:
@@ -31,12 +31,14 @@ def add_one_sentence_bleu(hypothesis: Sequence[int], reference: Sequence[int], m
     return math.exp(brevity + log_precision / max_order)
 
 
-def mbr_utilities(candidates: Sequence[Sequence[int]]) -> List[float]:
-    """Expected BLEU of each candidate against the others (uniform weights): the MBR utility."""
-    if len(candidates) == 1:
-        return [0.0]
-    return [
-        sum(add_one_sentence_bleu(c, other) for j, other in enumerate(candidates) if j != i)
-        / (len(candidates) - 1)
-        for i, c in enumerate(candidates)
-    ]
+def mbr_utilities(candidates: Sequence[Sequence[int]], weights: Optional[Sequence[float]] = None) -> List[float]:
+    """The MBR utility of each candidate i: its expected BLEU against the others,
+    u_i = Σ_{j≠i} w_j BLEU(c_i, c_j) / Σ_{j≠i} w_j (uniform w without ``weights``; w >= 0, and
+    u_i = 0 where the others weigh nothing)."""
+    w = [1.0] * len(candidates) if weights is None else list(weights)
+    utilities = []
+    for i, c in enumerate(candidates):
+        mass = sum(w[j] for j in range(len(candidates)) if j != i)
+        gain = sum(w[j] * add_one_sentence_bleu(c, other) for j, other in enumerate(candidates) if j != i and w[j])
+        utilities.append(gain / mass if mass > 0 else 0.0)
+    return utilities

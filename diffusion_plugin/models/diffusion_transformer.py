@@ -155,6 +155,12 @@ class DiffusionTransformerModel(DiffusionModel):
         lengths = src_lengths + offsets - LENGTH_OFFSETS // 2
         return lengths.clamp(1, self.max_target_positions)
 
+    def length_log_probs(self, encoder_out: Dict[str, Tensor], lengths: Tensor) -> Tensor:
+        """log p(n | x) of the length predictor at the target lengths ``lengths`` [B, b]."""
+        src_lengths = (~encoder_out["padding_mask"]).sum(dim=1, keepdim=True)
+        lprobs = torch.log_softmax(self.length_logits(encoder_out).float(), dim=-1)
+        return lprobs.gather(1, self.length_offset_target(src_lengths, lengths))
+
     # --- denoiser ---------------------------------------------------------------------------
 
     def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Any]:
