@@ -67,9 +67,10 @@ class DecodingConfig(FairseqDataclass):
     length_score_weight: float = field(
         default=1.0,
         metadata={
-            "help": "λ: with --length-beam > 1, score ranks by mean token log-prob + λ·log p(n|x) "
-            "of the length predictor and bleu-mbr weighs each candidate as evidence by p(n|x)^λ; "
-            "0 ignores the length probabilities"
+            "help": "λ: with --length-beam > 1 a candidate's score (printed, and ranked by "
+            "--candidate-selection score) is its mean token log-prob + λ·log p(n|x) of the length "
+            "predictor, and bleu-mbr weighs each candidate as evidence by p(n|x)^λ; 0 ignores the "
+            "length probabilities"
         },
     )
     clamping: bool = field(
@@ -478,7 +479,9 @@ class DiffusionGenerator:
                 positional = torch.cat([scores[c, :n], torch.zeros(1)])
                 trail = [torch.cat([h[c, : h_lengths[c]], eos]) for h, h_lengths in trails]
                 candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps, bool(cut[c])))
+                # the score fairseq prints and "score" ranks by: mean token log-prob + λ·log p(n|x)
                 candidates[-1]["length_score"] = float(length_scores[c])
+                candidates[-1]["score"] += candidates[-1]["length_score"]
                 if reranker_scores is not None:
                     candidates[-1]["reranker_score"] = float(reranker_scores[c])
             results.append(self.rank(candidates))
@@ -500,7 +503,7 @@ class DiffusionGenerator:
 
     def rank(self, candidates: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Best first: by expected BLEU against the others weighted by exp(length_score) =
-        p(n|x)^λ (bleu-mbr), by the AR reranker's score, or by score + length_score."""
+        p(n|x)^λ (bleu-mbr), by the AR reranker's score, or by score (with length_score)."""
         if self.cfg["candidate_selection"] == "bleu-mbr":
             top = max(c["length_score"] for c in candidates)
             weights = [math.exp(c["length_score"] - top) for c in candidates]  # ∝ p(n|x)^λ
@@ -509,5 +512,5 @@ class DiffusionGenerator:
         elif self.reranker is not None:
             order = sorted(range(len(candidates)), key=lambda i: -candidates[i]["reranker_score"])
         else:
-            order = sorted(range(len(candidates)), key=lambda i: -(candidates[i]["score"] + candidates[i]["length_score"]))
+            order = sorted(range(len(candidates)), key=lambda i: -candidates[i]["score"])
         return [candidates[i] for i in order]

@@ -141,7 +141,8 @@ def self_bleu(candidates: Sequence[str]) -> Optional[float]:
 
 def mbr_select(candidates: Sequence[str]) -> str:
     """The candidate with the highest mean sentence BLEU against the others (ties: the first),
-    the decoder's ``--candidate-selection bleu-mbr`` rule applied to whitespace tokens."""
+    the decoder's ``--candidate-selection bleu-mbr`` rule applied to whitespace tokens, with uniform
+    weights (the text has no length probabilities: ``--length-score-weight 0``)."""
     # imported here: the package loads fairseq's registrations (seconds), which the other
     # metrics do not need
     from diffusion_plugin.diffusion.selection import mbr_utilities

@@ -400,17 +400,19 @@ def test_length_predictor_probabilities_count_in_the_selection(monkeypatch, mode
 
 
 def test_weighted_mbr_utilities_by_hand():
-    """u_i = Σ_{j≠i} w_j BLEU(c_i, c_j) / Σ_{j≠i} w_j."""
+    """u_i = Σ_j w_j BLEU(c_i, c_j) / Σ_j w_j over every candidate, i included (BLEU(c, c) = 1)."""
     a, b, c = [1, 2, 3, 4], [1, 2, 3, 5], [6, 7, 8, 9]
-    ab = add_one_sentence_bleu(a, b)
+    ab, ba = add_one_sentence_bleu(a, b), add_one_sentence_bleu(b, a)
     assert ab > 0 and add_one_sentence_bleu(a, c) == add_one_sentence_bleu(c, a) == 0.0
-    assert mbr_utilities([a, b, c], [1.0, 1.0, 1.0]) == pytest.approx(mbr_utilities([a, b, c]))
-    assert mbr_utilities([a, b, c], [1.0, 1.0, 1.0]) == pytest.approx([ab / 2, add_one_sentence_bleu(b, a) / 2, 0.0])
-    # c's weight 3: a's utility (1·BLEU(a,b) + 3·0) / 4
-    assert mbr_utilities([a, b, c], [1.0, 1.0, 3.0])[0] == pytest.approx(ab / 4)
-    # a candidate the others' zero weights cannot support gets 0, not a division by zero
-    assert mbr_utilities([a, b], [1.0, 0.0]) == [0.0, pytest.approx(add_one_sentence_bleu(b, a))]
-    assert mbr_utilities([a]) == [0.0]
+    assert mbr_utilities([a, b, c]) == pytest.approx([(1 + ab) / 3, (1 + ba) / 3, 1 / 3])
+    assert mbr_utilities([a, b, c], [2.0, 1.0, 1.0]) == pytest.approx([(2 + ab) / 4, (2 * ba + 1) / 4, 1 / 4])
+    # the evidence of a likely candidate counts for itself: with one candidate per length (a
+    # 3x1 beam) the likely one wins although the two others agree with each other
+    d = [1, 2, 3, 6]
+    utilities = mbr_utilities([c, b, d], [0.8, 0.1, 0.1])
+    assert max(range(3), key=utilities.__getitem__) == 0
+    assert max(range(3), key=mbr_utilities([c, b, d]).__getitem__) != 0
+    assert mbr_utilities([a]) == [1.0]
 
 
 class StubReranker(nn.Module):

@@ -168,7 +168,9 @@ def test_generate_nbest_candidates_are_parsed_best_first(data_bin, checkpoint, t
     assert scores == sorted(scores, reverse=True)
 
     mbr = tmp_path / "mbr.txt"
-    args = generate_args(data_bin, checkpoint, *beams, "--nbest", "8", "--candidate-selection", "bleu-mbr")
+    # the text's MBR has no length probabilities: the decoder's rule with --length-score-weight 0
+    args = generate_args(data_bin, checkpoint, *beams, "--nbest", "8", "--candidate-selection", "bleu-mbr",
+                         "--length-score-weight", "0")
     mbr.write_text(run_fairseq("generate", args))
     parsed = tm.read_generate(str(mbr))
     assert {len(c) for c in parsed.candidates} == {6}

@@ -32,13 +32,14 @@ def add_one_sentence_bleu(hypothesis: Sequence[int], reference: Sequence[int], m
 
 
 def mbr_utilities(candidates: Sequence[Sequence[int]], weights: Optional[Sequence[float]] = None) -> List[float]:
-    """The MBR utility of each candidate i: its expected BLEU against the others,
-    u_i = Σ_{j≠i} w_j BLEU(c_i, c_j) / Σ_{j≠i} w_j (uniform w without ``weights``; w >= 0, and
-    u_i = 0 where the others weigh nothing)."""
+    """The MBR utility of each candidate: its expected BLEU when the reference is drawn from the
+    candidates with probabilities ∝ w (uniform without ``weights``; w >= 0, not all 0),
+    u_i = Σ_j w_j BLEU(c_i, c_j) / Σ_j w_j over every j, i included.  With uniform weights this
+    ranks as the mean BLEU against the others; with p(n|x)-weights a candidate's own probability
+    counts, as it does in the expectation."""
     w = [1.0] * len(candidates) if weights is None else list(weights)
-    utilities = []
-    for i, c in enumerate(candidates):
-        mass = sum(w[j] for j in range(len(candidates)) if j != i)
-        gain = sum(w[j] * add_one_sentence_bleu(c, other) for j, other in enumerate(candidates) if j != i and w[j])
-        utilities.append(gain / mass if mass > 0 else 0.0)
-    return utilities
+    total = sum(w)
+    return [
+        sum(w[j] * add_one_sentence_bleu(c, other) for j, other in enumerate(candidates) if w[j]) / total
+        for c in candidates
+    ]
