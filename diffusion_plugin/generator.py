@@ -502,7 +502,7 @@ class DiffusionGenerator:
         }
 
     def rank(self, candidates: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        """Best first: by expected BLEU against the others weighted by exp(length_score) =
+        """Best first: by expected BLEU against the candidates weighted by exp(length_score) =
         p(n|x)^λ (bleu-mbr), by the AR reranker's score, or by score (with length_score)."""
         if self.cfg["candidate_selection"] == "bleu-mbr":
             top = max(c["length_score"] for c in candidates)
