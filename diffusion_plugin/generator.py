@@ -478,22 +478,25 @@ class DiffusionGenerator:
                 hyp_tokens = torch.cat([tokens[c, :n], eos])
                 positional = torch.cat([scores[c, :n], torch.zeros(1)])
                 trail = [torch.cat([h[c, : h_lengths[c]], eos]) for h, h_lengths in trails]
-                candidates.append(self.hypothesis(hyp_tokens, positional, trail, steps, bool(cut[c])))
-                # the score fairseq prints and "score" ranks by: mean token log-prob + λ·log p(n|x)
-                candidates[-1]["length_score"] = float(length_scores[c])
-                candidates[-1]["score"] += candidates[-1]["length_score"]
+                candidates.append(
+                    self.hypothesis(hyp_tokens, positional, trail, steps, bool(cut[c]), float(length_scores[c]))
+                )
                 if reranker_scores is not None:
                     candidates[-1]["reranker_score"] = float(reranker_scores[c])
             results.append(self.rank(candidates))
         return results
 
     def hypothesis(
-        self, tokens: Tensor, positional: Tensor, trail: List[Tensor], steps: int, cut: bool = False
+        self, tokens: Tensor, positional: Tensor, trail: List[Tensor], steps: int, cut: bool = False,
+        length_score: float = 0.0,
     ) -> Dict[str, Any]:
+        """A fairseq hypothesis dict; its score, printed and ranked by, is the mean token log-prob
+        + ``length_score`` (λ·log p(n|x))."""
         real = max(tokens.numel() - 1, 1)
         return {
             "tokens": tokens,
-            "score": float(positional[:-1].sum() / real) if tokens.numel() > 1 else 0.0,
+            "score": (float(positional[:-1].sum() / real) if tokens.numel() > 1 else 0.0) + length_score,
+            "length_score": length_score,
             "positional_scores": positional,
             "alignment": None,
             "steps": steps,

@@ -1,7 +1,7 @@
 """What every embedding-diffusion denoiser of the plugin shares: the diffusion and width flags,
 their checks, the tied latent embedding, the (rescaled) noise schedule, architecture defaults and
 the dictionary check of checkpoints.  Subclasses add the network and ``encode`` / ``denoise`` /
-``predict_lengths`` / ``length_log_probs`` / ``forward``, the interface :class:`~diffusion_plugin.generator.DiffusionGenerator`
+``predict_lengths`` / ``forward`` (and ``length_log_probs`` with a length predictor), the interface :class:`~diffusion_plugin.generator.DiffusionGenerator`
 and the ``diffusion_loss`` criterion use.
 """
 

@@ -121,10 +121,6 @@ class DiffuSeqModel(DiffusionModel):
         """No length predictor: every candidate gets the whole target budget, [B, beam]."""
         return self.target_budget(encoder_out).unsqueeze(1).repeat(1, beam)
 
-    def length_log_probs(self, encoder_out: Dict[str, Tensor], lengths: Tensor) -> Tensor:
-        """No length predictor: log p(n | x) = 0 for every candidate, [B, b]."""
-        return torch.zeros(lengths.shape, device=lengths.device)
-
     def decoding_state(self, encoder_out: Dict[str, Tensor], per_source: int) -> Dict[str, Any]:
         """The anchor and source mask, repeated for ``per_source`` candidates, and the linear
         maps (``decoding_weights``)."""
