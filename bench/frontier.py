@@ -7,20 +7,23 @@ every sampler x steps x beams setting, next to fairseq's AR transformer (beam 5)
         [--ar ar.pt] [--cmlm cmlm.pt] [--samplers ddpm ddim dpm-solver++:2 dpm-solver++:3] \
         [--steps 1 2 3 5 10 20 50] [--beams 1x1 3x3] [--timesteps uniform] \
         [--set early_stopping_steps=5 ...] [--speed-batches 1 64] [--out report.md] [--json rows.json]
-        [--plot frontier.png]
+        [--plot frontier.png] [--resume]
 
 BLEU: every sentence of ``--subset`` decoded in batches of ``--bleu-batch`` (fairseq-generate's
 path: ``task.inference_step``), BPE removed, sacremoses-detokenised, sacreBLEU against ``--ref``.
 Speed: the first ``--sentences`` sentences at each of ``--speed-batches`` (median of
 ``--repeats`` after a warm-up, as ``bench/decode_speed.py``). Pin it to a core and one thread
 (``taskset -c N``, ``OMP_NUM_THREADS=1``) to compare with other single-thread runs.
+``--json`` is rewritten after every point; with ``--resume`` the points already there are kept
+and not measured again (rerun the same command after an interruption).
 """
 import argparse
+import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -187,7 +190,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", help="write the markdown table here")
     parser.add_argument("--json", help="write the points here as a JSON list")
     parser.add_argument("--plot", help="BLEU against sentences/s at the first --speed-batches size (PNG)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the points an earlier run of the same command left in --json")
     args = parser.parse_args(argv)
+    if args.resume and not args.json:
+        parser.error("--resume reads the points of --json: give --json")
     for beams in args.beams:
         parts = beams.split("x")
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -207,6 +214,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def earlier_points(args: argparse.Namespace) -> Dict[tuple, Point]:
+    """The points a previous run wrote to ``--json`` (with ``--resume``), by (system, setting)."""
+    if not (args.resume and os.path.exists(args.json)):
+        return {}
+    with open(args.json, encoding="utf-8") as f:
+        rows = json.load(f)
+    return {(r["system"], r["setting"]): Point(r["system"], r["setting"], r["bleu"],
+                                               {int(b): rate for b, rate in r["rates"].items()}) for r in rows}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Point]:
     args = parse_args(argv)
     references = text_metrics.read_lines(args.ref)
@@ -214,16 +231,23 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Point]:
     sentences = len(diffusion.task.dataset(args.subset))
     if sentences != len(references):
         raise SystemExit(f"--ref has {len(references)} lines, --subset {args.subset} {sentences} sentences")
-    points = []
+    done, points = earlier_points(args), []
+
+    def add(load: Callable[[], Any], name: str, flags: SimpleNamespace, setting: str) -> None:
+        point = done.get((name, setting))
+        if point is None:
+            point = measure_point(load(), name, flags, setting, args, references)
+        points.append(point)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump([asdict(p) for p in points], f, indent=1)
+
     for name in ("ar", "cmlm"):
         checkpoint = getattr(args, name)
         if checkpoint:
-            system = load_system(name, checkpoint, args)
-            points.append(measure_point(system, name, *baseline_flags(name, 0, 200), args, references))
-    points += [
-        measure_point(diffusion, "diffusion", SimpleNamespace(**flags), label(flags), args, references)
-        for flags in diffusion_settings(args)
-    ]
+            add(lambda: load_system(name, checkpoint, args), name, *baseline_flags(name, 0, 200))
+    for flags in diffusion_settings(args):
+        add(lambda: diffusion, "diffusion", SimpleNamespace(**flags), label(flags))
     write_outputs(report(points, args), points, args)
     if args.plot:
         plot(points, args.plot, args.speed_batches[0], args.subset)

@@ -101,8 +101,9 @@ def train(args: argparse.Namespace, system: str) -> Dict[str, Any]:
     budget = ["--max-update", str(args.max_update)] if args.max_update else []
     if args.minutes is not None:
         budget += ["--stop-time-hours", f"{args.minutes / 60:.6f}"]
+    data = args.nat_data if args.nat_data and system != "ar" else args.data
     command = [
-        sys.executable, os.path.join(ROOT, "bench", "train.py"), args.data,
+        sys.executable, os.path.join(ROOT, "bench", "train.py"), data,
         "--source-lang", args.source_lang, "--target-lang", args.target_lang,
         *untrained_flags(system, SIZES[args.size]), *CRITERIA[system], *OPTIMISER, *RECIPES[system],
         *(["--warmup-updates", "5"] if args.quick else []), "--seed", str(args.seed), *device_flags(args),
@@ -180,6 +181,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="fairseq data-bin with a joined dictionary")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--nat-data", metavar="DATA_BIN",
+                        help="train the non-autoregressive systems (CMLM, diffusion) on this data-bin, e.g. "
+                             "sequence-level distilled by scripts/distill.sh; its dictionaries must be --data's, "
+                             "and every system is still tested on --data")
     parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     parser.add_argument("--minutes", type=float,
                         help="training wall clock per system (default 30 without --max-update)")
@@ -218,6 +223,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--fp16 needs --device cuda")
     if args.detok and not args.ref:
         parser.error("--detok needs --ref")
+    if args.nat_data:
+        for lang in (args.source_lang, args.target_lang):
+            ours, theirs = (os.path.join(d, f"dict.{lang}.txt") for d in (args.data, args.nat_data))
+            if not os.path.exists(theirs) or open(ours, "rb").read() != open(theirs, "rb").read():
+                parser.error(f"--nat-data {args.nat_data}: dict.{lang}.txt missing or not --data's; "
+                             "binarise it with --srcdict/--tgtdict of --data")
     args.out = os.path.abspath(args.out or os.path.join(ROOT, "bench", "runs", f"{args.date}-{args.device}"))
     if args.cpus:
         cores = parse_cores(args.cpus)

@@ -1,7 +1,8 @@
 """bench/run.py: the log parsing, the targets, and a --quick run end to end on the tiny data-bin."""
 import json
-import re
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,18 @@ def test_training_budget_in_updates_minutes_or_both(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_nat_data_must_share_the_dictionaries(data_bin, tmp_path, capsys):
+    kd = tmp_path / "kd"
+    shutil.copytree(data_bin, kd)
+    base = ["--data", str(data_bin), "--nat-data", str(kd), "--source-lang", "src", "--target-lang", "tgt"]
+    assert run.parse_args(base).nat_data == str(kd)
+    with open(kd / "dict.tgt.txt", "a") as f:
+        f.write("extra 1\n")
+    with pytest.raises(SystemExit):
+        run.parse_args(base)
+    assert f"--nat-data {kd}: dict.tgt.txt missing or not --data's" in capsys.readouterr().err
+
+
 def row(system, setting, bleu, rates, wps, steps=None, candidates=None):
     return {"system": system, "setting": setting, "bleu": bleu, "rates": rates, "wps": wps,
             "steps": steps, "candidates": candidates}
@@ -73,9 +86,11 @@ def test_targets_ratios_and_shortfalls():
 
 
 def test_quick_run_end_to_end_and_resume(data_bin, tmp_path):
-    out, results = tmp_path / "run", tmp_path / "results"
+    """The whole harness on micro models; CMLM and diffusion train on --nat-data, AR on --data."""
+    out, results, kd = tmp_path / "run", tmp_path / "results", tmp_path / "kd"
+    shutil.copytree(data_bin, kd)
     ref = data_bin.parent / "raw" / "test.tgt"
-    command = [sys.executable, str(BENCH / "run.py"), "--data", str(data_bin), "--quick",
+    command = [sys.executable, str(BENCH / "run.py"), "--data", str(data_bin), "--nat-data", str(kd), "--quick",
                "--source-lang", "src", "--target-lang", "tgt", "--ref", str(ref),
                "--out", str(out), "--results", str(results)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -87,9 +102,11 @@ def test_quick_run_end_to_end_and_resume(data_bin, tmp_path):
     assert text.count("| diffusion (this plugin) |") == 6  # K in {5,10,20} x b in {1x1,3x3}
     assert "| fairseq transformer (AR) | beam 5 |" in text and "| fairseq CMLM |" in text
     assert "sacreBLEU signature: `nrefs:1|" in text
+    assert f"- CMLM and diffusion trained on {kd} (sequence-level distilled), AR on {data_bin}" in text
     for system in run.SYSTEMS:
         trained = json.loads((out / f"train.{system}.json").read_text())
         assert trained["updates"] == 10 and trained["peak_memory_mb"] > 0
+        assert trained["command"][1] == str(data_bin if system == "ar" else kd)
     speed = json.loads((out / "speed.json").read_text())["rows"]
     assert {r["system"] for r in speed} == set(run.SYSTEMS)
     assert {r["batch"] for r in speed} == {1, 8}  # --quick: 8 sentences, batches of 1 and all 8
@@ -144,10 +161,11 @@ def test_device_check_refuses_bad_calls_with_a_reason(tmp_path):
         assert result.returncode == 2 and "bench/device_check.sh prepare, then carry .device" in result.stderr
 
 
-def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path):
+def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path, monkeypatch):
     """bench/frontier.py decodes each setting as fairseq-generate does: scored against
     fairseq-generate's own detokenised output for one setting (seed 1), that setting has BLEU
-    100 and the others less; speeds, JSON and plot are written; a malformed --beams is refused."""
+    100 and the others less; speeds, JSON and plot are written; --resume measures only the
+    settings not yet in --json; a malformed --beams is refused."""
     import frontier
     import text_metrics
     from conftest import generate_args, run_fairseq
@@ -172,6 +190,18 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path):
     assert len(json.loads((tmp_path / "f.json").read_text())) == 8
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert "| diffusion | dpm-solver++(2) K=4, b=2x1 | 100.00 |" in (tmp_path / "f.md").read_text()
+    measured, measure_point = [], frontier.measure_point
+    monkeypatch.setattr(frontier, "measure_point", lambda *a: measured.append(a[3]) or measure_point(*a))
+    resumed = frontier.main([
+        "--data", str(data_bin), "--diffusion", str(checkpoint), "--ref", str(ref), "--samplers", "ddim",
+        "--steps", "2", "--beams", "1x1", "3x1", "2x1", "--speed-batches", "1", "--sentences", "4",
+        "--json", str(tmp_path / "f.json"), "--resume",
+    ])
+    assert measured == ["ddim K=2, b=3x1"]
+    assert resumed[0] == points[0] and resumed[2] == points[1]
+    assert [p["setting"] for p in json.loads((tmp_path / "f.json").read_text())] == [p.setting for p in resumed]
+    with pytest.raises(SystemExit):
+        frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--resume"])
     with pytest.raises(SystemExit):
         frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--beams", "3by3"])
     with pytest.raises(SystemExit):
