@@ -346,9 +346,11 @@ def test_recipe_batch_reaches_the_papers_tokens(ngpu: str, expected: str) -> Non
 
 def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_path: Path) -> None:
     """examples/multi30k/ablation.sh: arms joined with + train to MAX_UPDATE with all their flags
-    (here the adaptive schedule refits at W + U = 4, importance sampling is on, --input-norm, and
-    of the recipe's Difformer choices post-norm undone), are decoded, scored and listed by
-    ``table``; an unknown arm is refused."""
+    (here the adaptive schedule refits at W + U = 4, importance sampling is on, --input-norm, the
+    rounding loss replaces the anchor loss, the embedding norm is off, and of the recipe's
+    Difformer choices post-norm is undone), are decoded, scored and listed by ``table``; an
+    unknown arm is refused."""
+    arm = "adaptive+importance+input-norm+pre-norm+rounding+no-embed-norm"
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
                MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2 3:1",
                REF=str(data_bin.parent / "raw" / "test.tgt"),
@@ -356,20 +358,20 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     script = str(REPO / "examples" / "multi30k" / "ablation.sh")
     tiny = ["--encoder-layers", "1", "--decoder-layers", "1", "--model-dim", "32", "--ffn-dim",
             "64", "--latent-dim", "16", "--max-tokens", "2000", "--num-workers", "0"]
-    result = subprocess.run(["bash", script, "adaptive+importance+input-norm+pre-norm", *tiny], env=env,
+    result = subprocess.run(["bash", script, arm, *tiny], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    log = (tmp_path / "adaptive+importance+input-norm+pre-norm" / "train.log").read_text()
+    log = (tmp_path / arm / "train.log").read_text()
     assert "adaptive schedule at update 4" in log and "'timestep_sampler': loss-second-moment" in log
     assert "'post_norm': False, 'learned_positions': True, 'bert_init': True" in log
-    assert "'input_norm': True" in log
-    rows = re.findall(r"^\| adaptive\+importance\+input-norm\+pre-norm \| 4 \| \d+ \| (\d) \| (\d) \| [0-9.]+ \| [0-9.]+ \|$",
+    assert "'input_norm': True" in log and "'rounding_loss': True" in log and "'embed_norm': False" in log
+    rows = re.findall(rf"^\| {re.escape(arm)} \| 4 \| \d+ \| (\d) \| (\d) \| [0-9.]+ \| [0-9.]+ \|$",
                       result.stdout, re.M)
     assert rows == [("2", "0"), ("3", "1")], result.stdout[-2000:]
-    again = subprocess.run(["bash", script, "adaptive+importance+input-norm+pre-norm", *tiny], env=env,
+    again = subprocess.run(["bash", script, arm, *tiny], env=env,
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and (tmp_path / "adaptive+importance+input-norm+pre-norm" / "train.log").read_text() == log
-    assert re.findall(r"^\| adaptive\+importance\+input-norm\+pre-norm \| 4 \|", again.stdout, re.M)  # decoded, not trained
+    assert again.returncode == 0 and (tmp_path / arm / "train.log").read_text() == log
+    assert re.findall(rf"^\| {re.escape(arm)} \| 4 \|", again.stdout, re.M)  # decoded, not trained
     table = subprocess.run(["bash", script, "table"], env=env, capture_output=True, text=True)
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
