@@ -66,11 +66,17 @@ def diffusion_settings(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return settings
 
 
+GRID_FLAGS = ("decoding_sampler", "dpm_solver_order", "decoding_steps", "length_beam", "noise_beam",
+              "decoding_timesteps", "candidate_selection")
+
+
 def label(flags: Dict[str, Any]) -> str:
+    """'<sampler> K=<steps>, b=<b1>x<b2>', then the --set flags (e.g. ', early_stopping_steps=5')."""
     sampler = flags["decoding_sampler"]
     if sampler == "dpm-solver++":
         sampler += f"({flags['dpm_solver_order']})"
-    return f"{sampler} K={flags['decoding_steps']}, b={flags['length_beam']}x{flags['noise_beam']}"
+    extra = "".join(f", {key}={value}" for key, value in flags.items() if key not in GRID_FLAGS)
+    return f"{sampler} K={flags['decoding_steps']}, b={flags['length_beam']}x{flags['noise_beam']}{extra}"
 
 
 def bleu(system: Any, generator: Any, args: argparse.Namespace, references: List[str]) -> float:

@@ -212,6 +212,8 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path, mo
     assert frontier.diffusion_settings(parsed) == [dict(
         decoding_sampler="ddim", decoding_steps=20, length_beam=3, noise_beam=3, decoding_timesteps="uniform",
         candidate_selection="bleu-mbr", ddim_eta=0.5, early_stopping_steps=5, clamping=True)]
+    assert frontier.label(frontier.diffusion_settings(parsed)[0]) == (
+        "ddim K=20, b=3x3, ddim_eta=0.5, early_stopping_steps=5, clamping=True")  # --set flags named
 
 
 def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():
