@@ -163,7 +163,7 @@ def header(args: argparse.Namespace) -> List[str]:
         f"- data: {args.data} ({args.source_lang}->{args.target_lang}), test subset `{args.subset}`; "
         f"sacreBLEU on detokenised output against {args.ref or '(no --ref: tokenised BLEU only)'}",
         *([f"- CMLM and diffusion trained on {args.nat_data} (sequence-level distilled), AR on {args.data}"]
-          if getattr(args, "nat_data", None) else []),
+          if args.nat_data else []),
         f"- every system: {size.layers}+{size.layers} layers, width {size.dim}, ffn {size.ffn}, {size.heads} heads "
         f"(diffusion latent {size.latent}), shared embeddings, Adam inverse_sqrt (AR, CMLM: lr 1e-3 after 500 "
         f"warm-up updates; diffusion: lr 2e-3 after 200, post-norm, learned positions, BERT init), "

@@ -12,6 +12,7 @@ speed (bench/decode_speed.py on the trained checkpoints), report (markdown + PNG
 """
 import argparse
 import datetime
+import filecmp
 import json
 import os
 import re
@@ -226,7 +227,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.nat_data:
         for lang in (args.source_lang, args.target_lang):
             ours, theirs = (os.path.join(d, f"dict.{lang}.txt") for d in (args.data, args.nat_data))
-            if not os.path.exists(theirs) or open(ours, "rb").read() != open(theirs, "rb").read():
+            if not os.path.exists(theirs) or not filecmp.cmp(ours, theirs, shallow=False):
                 parser.error(f"--nat-data {args.nat_data}: dict.{lang}.txt missing or not --data's; "
                              "binarise it with --srcdict/--tgtdict of --data")
     args.out = os.path.abspath(args.out or os.path.join(ROOT, "bench", "runs", f"{args.date}-{args.device}"))
