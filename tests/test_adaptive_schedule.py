@@ -15,7 +15,7 @@ from diffusion_plugin.diffusion.adaptive_schedule import (
     bucket_means,
     refit_table,
 )
-from diffusion_plugin.diffusion.schedules import NoiseSchedule, alphas_cumprod
+from diffusion_plugin.diffusion.schedules import NoiseSchedule, alphas_cumprod, rescale
 from diffusion_plugin.diffusion.timestep_samplers import LossSecondMomentSampler
 
 import gloo_worker
@@ -190,7 +190,7 @@ def test_resume_reproduces_table_and_statistics_bit_for_bit(adaptive_run):
     assert int(interrupted["schedule.last_refit"]) == 2 and interrupted["schedule.loss_count"].sum() > 0
     a, b = _state(full), _state(resumed)
     keys = [k for k in a if k.startswith(("schedule.", "timestep_sampler."))]
-    assert len(keys) == 8 and int(a["schedule.last_refit"]) == 6
+    assert len(keys) == 9 and int(a["schedule.last_refit"]) == 6
     for key in a:  # schedule, statistics, sampler history and weights
         assert torch.equal(a[key], b[key]), key
     assert not torch.equal(a["schedule.alpha_bar_table"], sqrt_table(100, 8))
@@ -228,9 +228,11 @@ def test_resuming_a_fixed_schedule_checkpoint_with_the_flag_on(checkpoint, data_
     shutil.copy(checkpoint, tmp_path / "checkpoint_last.pt")
     with caplog.at_level("WARNING"):
         run_fairseq("train", train_args(data_bin, tmp_path, "--max-update", "31", *ADAPTIVE))
-    assert "starting it afresh from the fixed sqrt schedule" in caplog.text
+    assert "starting it afresh from the fixed sqrt schedule (F = " in caplog.text
     state = _state(tmp_path / "checkpoint_last.pt")
-    assert torch.equal(state["schedule.alpha_bar_table"], sqrt_table(100, 8))
+    factor = float(state["schedule.rescaling_factor"])  # auto, folded in (Eq. 8)
+    assert torch.equal(state["schedule.alpha_bar_table"],
+                       rescale(sqrt_table(100, 8), factor, variance_preserving=True)[0])
     assert state["schedule.loss_count"].sum() > 0  # update 31 was recorded
 
 
@@ -247,3 +249,75 @@ def test_flag_off_is_exactly_the_fixed_schedule():
     t = torch.arange(101)
     assert torch.equal(adaptive.alpha_bar(t, 6), fixed.alpha_bar(t, 6).expand(-1, 6, -1))
     assert fixed.state_dict() == {}  # nothing saved: the named schedule is recomputed
+
+
+def test_fold_divides_every_snr_by_f_squared_and_composes():
+    schedule = AdaptiveNoiseSchedule("sqrt", 100, positions=3, bucket_size=10, update_interval=5)
+    table = sqrt_table(100, 3)
+    schedule.fold(3.0)
+    folded = schedule.alpha_bar_table
+    snr = lambda a: a[1:] / (1 - a[1:])  # noqa: E731
+    assert torch.allclose(snr(folded), snr(table) / 9, rtol=1e-12) and torch.all(folded[0] == 1)
+    assert float(schedule.rescaling_factor) == 3.0
+    twice = AdaptiveNoiseSchedule("sqrt", 100, positions=3, bucket_size=10, update_interval=5)
+    twice.fold(2.0)
+    twice.fold(1.5)
+    assert torch.allclose(twice.alpha_bar_table, folded, rtol=1e-12, atol=0)
+
+
+def _flat_loss_statistics(schedule: AdaptiveNoiseSchedule) -> None:
+    """Losses that rise only in the first bucket: a refit pushes ᾱ up (less noise) almost everywhere."""
+    buckets = schedule.loss_sum.size(0)
+    loss = torch.tensor([0.1] + [0.9 + 0.01 * s for s in range(1, buckets)], dtype=torch.float64)
+    schedule.loss_sum.copy_(loss[:, None].expand_as(schedule.loss_sum) * 50)
+    schedule.loss_count.fill_(50)
+
+
+@pytest.mark.parametrize("flag", ["auto", "2"])
+def test_rescaling_is_folded_into_the_table_and_auto_rederives_it_after_a_refit(flag):
+    """The adaptive table is the training noise: F is folded in (Eq. 8) and the draw uses factor 1.
+    With 'auto' the refit table, whose loss-linear spacing lowers the noise, gets the smallest F
+    that brings its DGS back under --dgs-max folded in; a fixed F is folded only once."""
+    from diffusion_plugin.diffusion.degeneration import search_rescaling_factor
+    from test_model import make_model
+
+    model = make_model(adaptive_schedule=True, adaptive_positions=4, adaptive_bucket_size=10,
+                       adaptive_update_interval=2, rescaling_factor=flag, dgs_max=0.15)
+    factor = float(model.cfg.rescaling_factor)  # the resolved F, written back for the checkpoint
+    assert factor > 1 and model.rescaling_factor == 1.0
+    initial = rescale(sqrt_table(50, 4), factor, variance_preserving=True)[0]
+    assert torch.equal(model.schedule.alpha_bar_table, initial)
+    assert float(model.schedule.rescaling_factor) == factor
+
+    def dgs_factor(table):  # the smallest F that takes this table under --dgs-max (Eq. 8)
+        return search_rescaling_factor(table, 0.15, vocab_size=24, dim=8, variance_preserving=True).factor
+
+    _flat_loss_statistics(model.schedule)
+    refit, _ = refit_table(model.schedule.alpha_bar_table, model.schedule.loss_sum,
+                           model.schedule.loss_count, 10, 1)
+    model.end_update(2)
+    assert int(model.schedule.last_refit) == 2
+    if flag == "2":
+        assert torch.equal(model.schedule.alpha_bar_table, refit)
+        assert float(model.schedule.rescaling_factor) == 1.0
+        return
+    again = dgs_factor(refit)
+    assert again > 1  # the refit table alone degenerates
+    assert float(model.schedule.rescaling_factor) == again
+    assert torch.allclose(model.schedule.alpha_bar_table,
+                          rescale(refit, again, variance_preserving=True)[0], rtol=1e-12, atol=0)
+    assert dgs_factor(model.schedule.alpha_bar_table) == 1.0  # now within the threshold
+
+
+def test_an_adaptive_checkpoint_from_before_the_fold_is_refused_unless_f_is_1():
+    from test_model import make_model
+
+    flags = dict(adaptive_schedule=True, adaptive_positions=4, adaptive_bucket_size=10,
+                 adaptive_update_interval=2)
+    old = {k: v for k, v in make_model(rescaling_factor="1", **flags).state_dict().items()
+           if k != "schedule.rescaling_factor"}
+    with pytest.raises(ValueError, match="applied outside its table .* retrain it"):
+        make_model(rescaling_factor="3", **flags).load_state_dict(old)
+    model = make_model(rescaling_factor="1", **flags)
+    model.load_state_dict(old)
+    assert float(model.schedule.rescaling_factor) == 1.0

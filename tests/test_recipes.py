@@ -347,10 +347,10 @@ def test_recipe_batch_reaches_the_papers_tokens(ngpu: str, expected: str) -> Non
 def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_path: Path) -> None:
     """examples/multi30k/ablation.sh: arms joined with + train to MAX_UPDATE with all their flags
     (here the adaptive schedule refits at W + U = 4, importance sampling is on, --input-norm, the
-    rounding loss replaces the anchor loss, the embedding norm is off, and of the recipe's
-    Difformer choices post-norm is undone), are decoded, scored and listed by ``table``; an
+    rounding loss replaces the anchor loss, the embedding norm is off, F = 2.5, and of the
+    recipe's Difformer choices post-norm is undone), are decoded, scored and listed by ``table``; an
     unknown arm is refused."""
-    arm = "adaptive+importance+input-norm+pre-norm+rounding+no-embed-norm"
+    arm = "adaptive+importance+input-norm+pre-norm+rounding+no-embed-norm+f2.5"
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
                MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2 3:1",
                REF=str(data_bin.parent / "raw" / "test.tgt"),
@@ -365,6 +365,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert "adaptive schedule at update 4" in log and "'timestep_sampler': loss-second-moment" in log
     assert "'post_norm': False, 'learned_positions': True, 'bert_init': True" in log
     assert "'input_norm': True" in log and "'rounding_loss': True" in log and "'embed_norm': False" in log
+    assert "'rescaling_factor': '2.5'" in log
     rows = re.findall(rf"^\| {re.escape(arm)} \| 4 \| \d+ \| (\d) \| (\d) \| [0-9.]+ \| [0-9.]+ \|$",
                       result.stdout, re.M)
     assert rows == [("2", "0"), ("3", "1")], result.stdout[-2000:]

@@ -8,6 +8,11 @@ over the bucket) made monotone in s, M_i is the piecewise-linear map L → ᾱ t
 and ᾱ_new[t, i] = M_i(L_new[t]) for T losses L_new evenly spaced over the loss range (the paper
 takes the smallest and largest bucket loss; here M_i's end segments are extended to the losses of
 the current ᾱ[1, i] and ᾱ[T, i], so refits keep the noise range).  Then the statistics restart.
+
+Difformer's noise rescaling is folded into the table (:meth:`AdaptiveNoiseSchedule.fold`, Eq. 8:
+ᾱ' = ᾱ / (ᾱ + F²(1 − ᾱ)), i.e. SNR / F²), so the table is the training noise itself: the refit
+sees the noise the losses were measured at, and a factor re-derived for a refit table (by the
+model, from the degeneration score) does not compound with the previous one.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, rescale
 from .sync import all_reduce_sum
 
 logger = logging.getLogger(__name__)
@@ -145,7 +150,8 @@ class AdaptiveNoiseSchedule(NoiseSchedule):
 
     Buffers: ``alpha_bar_table`` [T + 1, P]; ``loss_sum``/``loss_count`` [S, P] since the last
     refit; ``fit_loss_sum``/``fit_loss_count`` the statistics the last refit used (for plots);
-    ``last_refit`` the update of the last refit.  Losses of a training update are held in
+    ``last_refit`` the update of the last refit; ``rescaling_factor`` the F last folded into the
+    table (1: none since the last refit).  Losses of a training update are held in
     ``pending`` (not saved) until :meth:`end_update` adds them, summed over workers.
     """
 
@@ -179,6 +185,7 @@ class AdaptiveNoiseSchedule(NoiseSchedule):
             self.register_buffer(buffer, stats.clone())
         self.register_buffer("pending", torch.zeros(2, buckets, positions, dtype=torch.float64), persistent=False)
         self.register_buffer("last_refit", torch.tensor(0))
+        self.register_buffer("rescaling_factor", torch.tensor(1.0, dtype=torch.float64))
         self.bucket_size = bucket_size
         self.update_interval = update_interval
         self.warmup_updates = warmup_updates
@@ -189,6 +196,13 @@ class AdaptiveNoiseSchedule(NoiseSchedule):
     @property
     def positions(self) -> int:
         return self.alpha_bar_table.size(1)
+
+    @torch.no_grad()
+    def fold(self, factor: float) -> None:
+        """Fold noise rescaling into the table (Difformer Eq. 8): ᾱ ← ᾱ / (ᾱ + F²(1 − ᾱ)), which
+        divides every SNR ᾱ/(1 − ᾱ) by F² and keeps ᾱ_0 = 1; ``rescaling_factor`` records F."""
+        self.alpha_bar_table.copy_(rescale(self.alpha_bar_table, factor, variance_preserving=True)[0])
+        self.rescaling_factor.fill_(factor)
 
     def set_num_updates(self, num_updates: int) -> None:
         """Updates done so far (losses are recorded once ``num_updates >= warmup``)."""
@@ -239,6 +253,7 @@ class AdaptiveNoiseSchedule(NoiseSchedule):
         self.loss_sum.zero_()
         self.loss_count.zero_()
         self.last_refit.fill_(num_updates)
+        self.rescaling_factor.fill_(1.0)
         logger.info(
             "adaptive schedule at update %d (%d token losses): %s",
             num_updates, int(self.fit_loss_count.sum()), report.describe(self.min_observations),

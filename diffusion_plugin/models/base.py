@@ -56,7 +56,9 @@ class DiffusionConfig(FairseqDataclass):
             "help": "Difformer noise rescaling factor F (training noise F²β̄), or 'auto' (the "
             "default): the smallest F on a 0.5 grid whose degeneration score is <= --dgs-max for "
             "this vocabulary size, latent width, schedule and T (computed once at model build and "
-            "stored in the checkpoint); 1 trains without rescaling"
+            "stored in the checkpoint); 1 trains without rescaling.  With --adaptive-schedule F "
+            "is folded into the table (Eq. 8, so decoding uses the training noise) and 'auto' "
+            "re-derives it for every refit table"
         },
     )
     dgs_max: float = field(
@@ -172,20 +174,26 @@ def check_config(cfg: Any) -> None:
         )
 
 
-def resolve_rescaling_factor(cfg: Any, vocab_size: int) -> float:
-    """F from the flag; for 'auto', Difformer Algorithm 1 (F = 1, 1.5, … until DGS <= DGS_max),
-    written back into ``cfg`` so the checkpoint stores the number and generation never searches."""
-    if str(cfg.rescaling_factor) != "auto":
-        return float(cfg.rescaling_factor)
+def search_factor(cfg: Any, table: Any, vocab_size: int) -> Any:
+    """Difformer Algorithm 1 on an ᾱ table: F = 1, 1.5, … until DGS <= --dgs-max (Eq. 8 when
+    the rescaling is variance preserving or folded into an adaptive table, else Eq. 3)."""
     from ..diffusion.degeneration import search_rescaling_factor
 
-    result = search_rescaling_factor(
-        alphas_cumprod(str(cfg.noise_schedule), cfg.diffusion_steps),
+    return search_rescaling_factor(
+        table,
         cfg.dgs_max,
         vocab_size=vocab_size,
         dim=cfg.latent_dim,
-        variance_preserving=cfg.vp_rescaling,
+        variance_preserving=cfg.vp_rescaling or bool(getattr(cfg, "adaptive_schedule", False)),
     )
+
+
+def resolve_rescaling_factor(cfg: Any, vocab_size: int) -> float:
+    """F from the flag; for 'auto', :func:`search_factor` on the named schedule, written back into
+    ``cfg`` so the checkpoint stores the number and generation never searches."""
+    if str(cfg.rescaling_factor) != "auto":
+        return float(cfg.rescaling_factor)
+    result = search_factor(cfg, alphas_cumprod(str(cfg.noise_schedule), cfg.diffusion_steps), vocab_size)
     logger.info(
         "--rescaling-factor auto: F = %g (DGS %.4f <= %g; V=%d, d=%d, %s schedule, T=%d)",
         result.factor, result.dgs, cfg.dgs_max, vocab_size, cfg.latent_dim,
@@ -356,7 +364,12 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
         )
         self.schedule = build_schedule(cfg)
         self.timestep_sampler = build_timestep_sampler(cfg)
-        self.rescaling_factor = resolve_rescaling_factor(cfg, len(tgt_dict))
+        self.vocab_size = len(tgt_dict)
+        self.rederive_rescaling = str(cfg.rescaling_factor) == "auto"  # after every refit
+        self.rescaling_factor = resolve_rescaling_factor(cfg, self.vocab_size)
+        if isinstance(self.schedule, AdaptiveNoiseSchedule):  # the table is the training noise
+            self.schedule.fold(self.rescaling_factor)
+            self.rescaling_factor = 1.0
         fingerprint = [dictionary_fingerprint(src_dict), dictionary_fingerprint(tgt_dict)]
         self.register_buffer("dictionary_fingerprint", torch.tensor(fingerprint))
 
@@ -412,6 +425,9 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
           with that table);
         * no table stored, --adaptive-schedule on: the table starts from the fixed schedule the
           checkpoint was trained with, with empty statistics (logged);
+        * an adaptive table from before the rescaling was folded into it (no
+          ``schedule.rescaling_factor``): its noise was the table's with F = 1 at decoding, which
+          is what this version does only when F = 1; otherwise refused;
         * sampler history stored but not used: dropped; expected but absent: starts empty (logged).
         """
         own = self.state_dict()
@@ -422,6 +438,15 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
                 "the checkpoint has an adaptive noise schedule (SeqDiffuSeq): pass "
                 "--adaptive-schedule to continue training it (its table is part of the model)"
             )
+        if stored_schedule and "schedule.rescaling_factor" not in stored_schedule:
+            if float(own["schedule.rescaling_factor"]) != 1.0:
+                raise ValueError(
+                    "the checkpoint's adaptive schedule was trained with the noise rescaling "
+                    "applied outside its table (plugin versions before 2026-12-07), which this "
+                    "version folds into the table: retrain it (or decode it as before with "
+                    "--model-overrides \"{'rescaling_factor': '1'}\")"
+                )
+            state_dict = {**state_dict, "schedule.rescaling_factor": own["schedule.rescaling_factor"]}
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("timestep_sampler.")
                       or k in own}
         missing = sorted(k for k in own if k not in state_dict
@@ -430,7 +455,8 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
             logger.warning(
                 "the checkpoint has no %s state (trained without it): starting it afresh%s",
                 " / ".join(sorted({k.split(".")[0] for k in missing})),
-                f" from the fixed {self.cfg.noise_schedule} schedule with empty loss statistics"
+                f" from the fixed {self.cfg.noise_schedule} schedule (F = "
+                f"{float(own['schedule.rescaling_factor']):g} folded in) with empty loss statistics"
                 if schedule_keys & set(missing) else "",
             )
             state_dict = {**state_dict, **{k: own[k] for k in missing}}
@@ -462,9 +488,24 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
     def end_update(self, num_updates: int) -> None:
         """After an optimizer step on every worker: merge the workers' statistics, refit if due."""
         if isinstance(self.schedule, AdaptiveNoiseSchedule):
-            self.schedule.end_update(num_updates)
+            if self.schedule.end_update(num_updates) is not None and self.rederive_rescaling:
+                self.rederive_rescaling_factor()
         if isinstance(self.timestep_sampler, LossSecondMomentSampler):
             self.timestep_sampler.end_update()
+
+    def rederive_rescaling_factor(self) -> None:
+        """--rescaling-factor auto with the adaptive schedule: a refit table is loss-linear in t,
+        which puts more timesteps at high SNR, where a model can score by rounding z_t alone
+        (Difformer's degeneration); fold in the smallest F that brings its DGS back to --dgs-max."""
+        table = self.schedule.alpha_bar_table
+        result = search_factor(self.cfg, table, self.vocab_size)
+        before = result.evaluations[1.0]
+        if result.factor > 1.0:
+            self.schedule.fold(result.factor)
+        logger.info(
+            "adaptive schedule: refit table DGS %.4f; F = %g folded in (DGS %.4f <= %g)",
+            before, result.factor, result.dgs, self.cfg.dgs_max,
+        )
 
     def diffusion_targets(self, tgt_tokens: Tensor) -> Tensor:
         """The diffused sequence: the target without its EOS (lengths count real tokens)."""
