@@ -11,7 +11,7 @@ import math
 import zlib
 from dataclasses import dataclass, field, fields, make_dataclass
 from functools import partial
-from typing import Any, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 import torch
 from torch import Tensor
@@ -25,6 +25,9 @@ from ..diffusion.samplers import q_sample
 from ..diffusion.schedules import MAX_SENSIBLE_FACTOR, SCHEDULES, NoiseSchedule, alphas_cumprod
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS, LossSecondMomentSampler, UniformSampler
 from .modules import InferenceCached, LatentEmbedding, LearnedPositions, SinusoidalPositions
+
+if TYPE_CHECKING:
+    from ..diffusion.degeneration import RescalingResult
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ def check_config(cfg: Any) -> None:
         )
 
 
-def search_factor(cfg: Any, table: Any, vocab_size: int) -> Any:
+def search_factor(cfg: Any, table: Any, vocab_size: int) -> "RescalingResult":
     """Difformer Algorithm 1 on an ᾱ table: F = 1, 1.5, … until DGS <= --dgs-max (Eq. 8 when
     the rescaling is variance preserving or folded into an adaptive table, else Eq. 3)."""
     from ..diffusion.degeneration import search_rescaling_factor
