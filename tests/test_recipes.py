@@ -377,15 +377,17 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
-    # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100
+    # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100; F = auto searched
+    # against the dgs arm's threshold
     env["STEPS"] = "2"
-    diffuseq = subprocess.run(["bash", script, "diffuseq", "--layers", "1", *tiny[4:]], env=env,
+    diffuseq = subprocess.run(["bash", script, "diffuseq+dgs0.3", "--layers", "1", *tiny[4:]], env=env,
                               capture_output=True, text=True, timeout=300)
     assert diffuseq.returncode == 0, diffuseq.stdout[-2000:] + diffuseq.stderr[-2000:]
-    log = (tmp_path / "diffuseq" / "train.log").read_text()
+    log = (tmp_path / "diffuseq+dgs0.3" / "train.log").read_text()
     assert "'model': {'_name': 'diffuseq_tiny'" in log
     assert "'layers': 1, 'max_positions': 100, 'max_target_positions': 48}" in log
-    assert re.search(r"^\| diffuseq \| 4 \| \d+ \| 2 \| 0 \|", diffuseq.stdout, re.M)
+    assert re.search(r"--rescaling-factor auto: F = [0-9.]+ \(DGS [0-9.]+ <= 0\.3;", log)
+    assert re.search(r"^\| diffuseq\+dgs0\.3 \| 4 \| \d+ \| 2 \| 0 \|", diffuseq.stdout, re.M)
 
 
 def test_distill_text_replaces_runaway_translations() -> None:

@@ -6,6 +6,8 @@
 # ARM: base (small_model.sh: F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps,
 #        post-norm layers, learned positions, BERT init)
 #      fF: --rescaling-factor F (f1: no noise rescaling, issue E; f2, f2.5, ...: issue I.2's F sweep)
+#      dgsX: --dgs-max X, the degeneration-score threshold of the recipe's F = auto (Difformer
+#        Table 17's sweep: dgs0.05, dgs0.5, ...)
 #      Difformer Table 7 (issue I.3): f1 (no noise rescaling), rounding (the rounding loss
 #        CE(z_0·Eᵀ) instead of the anchor loss), rounding+f1, no-embed-norm, no-self-cond
 #      adaptive | importance | adaptive-importance       issue C (2x2 with base)
@@ -52,6 +54,7 @@ for part in "${parts[@]}"; do
   case "$part" in
     base) ;;
     f[0-9]*) arm+=(--rescaling-factor "${part#f}") ;;
+    dgs[0-9]*) arm+=(--dgs-max "${part#dgs}") ;;
     rounding) arm+=(--rounding-loss) ;;
     no-embed-norm) arm+=(--no-embed-norm) ;;
     slow-lr) arm+=(--lr 1e-3 --warmup-updates 500) ;;
@@ -66,7 +69,7 @@ for part in "${parts[@]}"; do
     adaptive-importance) arm+=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), rounding, no-embed-norm, slow-lr, input-norm, pre-norm, sinusoidal," \
+    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), rounding, no-embed-norm, slow-lr, input-norm, pre-norm, sinusoidal," \
          "default-init, no-difformer, no-self-cond, adaptive, importance, adaptive-importance," \
          "diffuseq, joined with +; or table)" >&2
        exit 1 ;;
