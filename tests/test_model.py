@@ -257,6 +257,31 @@ def test_embedding_normalises_only_the_looked_up_rows_with_the_same_gradient():
     assert grad[4].abs().sum() > 1e-3
 
 
+def test_affine_embedding_norm_learns_a_scale_and_shift():
+    """--embed-norm-affine: γ ⊙ LN(e) + β, equal to the plain norm at initialisation (γ = 1, β = 0),
+    with gradients into γ and β; a changed γ, β reaches the cached decoding table; refused
+    without --embed-norm."""
+    torch.manual_seed(0)
+    plain = make_model(embed_norm=True)
+    torch.manual_seed(0)
+    model = make_model(embed_norm=True, embed_norm_affine=True)
+    assert plain.embed.norm_scale is None and plain.embed.norm_shift is None
+    assert torch.equal(model.embed.weight, plain.embed.weight)
+    tokens = torch.tensor([[4, 5, 6]])
+    assert torch.allclose(model.embed(tokens), plain.embed(tokens))
+    (model.embed(tokens) * torch.randn(1, 3, 8)).sum().backward()
+    assert model.embed.norm_scale.grad.abs().sum() > 0 and model.embed.norm_shift.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        model.embed.norm_scale.fill_(2.0)
+        model.embed.norm_shift.fill_(0.5)
+        expected = 2.0 * torch.nn.functional.layer_norm(model.embed.weight, (8,)) + 0.5
+        assert torch.allclose(model.embed.table(), expected, atol=1e-6)
+        assert torch.allclose(model.embed.logits(torch.ones(1, 8)), torch.ones(1, 8) @ expected.t(), atol=1e-5)
+    with pytest.raises(ValueError, match="--embed-norm-affine needs --embed-norm"):
+        make_model(embed_norm=False, embed_norm_affine=True)
+
+
 def test_attention_dropout_is_applied_to_every_attention():
     """--attention-dropout sets the attention-weight dropout; -1 (default) keeps --dropout there."""
     attentions = lambda m: [a.dropout for a in m.modules() if isinstance(a, torch.nn.MultiheadAttention)]  # noqa: E731

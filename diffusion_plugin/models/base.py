@@ -49,6 +49,11 @@ class DiffusionConfig(FairseqDataclass):
     embed_norm: bool = field(
         default=False, metadata={"help": "layer-norm the embeddings (Difformer), σ_e ≈ 1"}
     )
+    embed_norm_affine: bool = field(
+        default=False,
+        metadata={"help": "--embed-norm with a learnt scale and shift γ ⊙ LN(e) + β (torch's "
+                  "affine layer norm); σ_e may drift from the 1 the degeneration score assumes"},
+    )
     diffusion_steps: int = field(default=2000, metadata={"help": "diffusion steps T"})
     noise_schedule: ChoiceEnum(SCHEDULES) = field(  # type: ignore[valid-type]
         default="sqrt", metadata={"help": "named noise schedule"}
@@ -169,6 +174,8 @@ def check_config(cfg: Any) -> None:
             )
     elif not 0.0 < cfg.dgs_max < 1.0:
         raise ValueError(f"--dgs-max must be in (0, 1), got {cfg.dgs_max}")
+    if getattr(cfg, "embed_norm_affine", False) and not cfg.embed_norm:
+        raise ValueError("--embed-norm-affine needs --embed-norm (it scales the normalised embeddings)")
     if not (cfg.attention_dropout == -1 or 0.0 <= cfg.attention_dropout < 1.0):
         raise ValueError(f"--attention-dropout must be in [0, 1) or -1 (= --dropout), got {cfg.attention_dropout}")
     if cfg.model_dim % cfg.attention_heads:
@@ -363,7 +370,8 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
         self.eos = tgt_dict.eos()
         self.src_pad = src_dict.pad()
         self.embed = LatentEmbedding(
-            len(tgt_dict), cfg.latent_dim, self.pad, cfg.embed_norm, self.length_from_padding
+            len(tgt_dict), cfg.latent_dim, self.pad, cfg.embed_norm, self.length_from_padding,
+            affine=bool(getattr(cfg, "embed_norm_affine", False)),
         )
         self.schedule = build_schedule(cfg)
         self.timestep_sampler = build_timestep_sampler(cfg)

@@ -80,7 +80,8 @@ class DiffusionTransformerModel(DiffusionModel):
         self.src_embed = (
             self.embed
             if cfg.share_all_embeddings
-            else LatentEmbedding(len(src_dict), d, self.src_pad, cfg.embed_norm)
+            else LatentEmbedding(len(src_dict), d, self.src_pad, cfg.embed_norm,
+                                 affine=bool(getattr(cfg, "embed_norm_affine", False)))
         )
         self.encoder_in = nn.Linear(d, width)
         self.self_cond = bool(cfg.self_cond)  # read at every step: not through omegaconf (~50 µs)

@@ -88,24 +88,31 @@ class LatentEmbedding(InferenceCached):
     """Token embeddings E ∈ R^{V×d} in the latent width d, initialised N(0, 1) (σ_e = 1).
 
     With ``normalize`` (Difformer's embed norm) each vector passes a parameter-free layer norm,
-    keeping σ_e ≈ 1 as the degeneration score assumes.  ``logits(ẑ)`` = ẑ · Eᵀ is the tied
+    keeping σ_e ≈ 1 as the degeneration score assumes; with ``affine`` as well, γ ⊙ LN(e) + β
+    with a learnt scale and shift per dimension (γ = 1, β = 0 at initialisation; σ_e may then
+    drift from 1, and the zero padding vector becomes β).  ``logits(ẑ)`` = ẑ · Eᵀ is the tied
     rounding layer p(y | ẑ) = softmax(ẑ · Eᵀ).  The padding vector is zero and untrained, unless
     ``learned_padding`` (DiffuSeq: padding is a generated symbol that ends the target).
     """
 
     def __init__(
-        self, num_embeddings: int, dim: int, padding_idx: int, normalize: bool, learned_padding: bool = False
+        self, num_embeddings: int, dim: int, padding_idx: int, normalize: bool, learned_padding: bool = False,
+        affine: bool = False,
     ) -> None:
         super().__init__()
         self.padding_idx = None if learned_padding else padding_idx
         self.normalize = normalize
         self.weight = nn.Parameter(torch.randn(num_embeddings, dim))
+        self.norm_scale = nn.Parameter(torch.ones(dim)) if normalize and affine else None
+        self.norm_shift = nn.Parameter(torch.zeros(dim)) if normalize and affine else None
         if not learned_padding:
             with torch.no_grad():
                 self.weight[padding_idx].zero_()
 
     def normalized(self, vectors: Tensor) -> Tensor:
-        return F.layer_norm(vectors, vectors.shape[-1:]) if self.normalize else vectors
+        if not self.normalize:
+            return vectors
+        return F.layer_norm(vectors, vectors.shape[-1:], self.norm_scale, self.norm_shift)
 
     def table(self) -> Tensor:
         """E, row-normalised with ``normalize`` (cached for decoding)."""
