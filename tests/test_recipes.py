@@ -346,11 +346,12 @@ def test_recipe_batch_reaches_the_papers_tokens(ngpu: str, expected: str) -> Non
 
 def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_path: Path) -> None:
     """examples/multi30k/ablation.sh: arms joined with + train to MAX_UPDATE with all their flags
-    (here the adaptive schedule refits at W + U = 4, importance sampling is on, --input-norm, the
-    rounding loss replaces the anchor loss, the embedding norm is off, F = 2.5, and of the
-    recipe's Difformer choices post-norm is undone), are decoded, scored and listed by ``table``; an
-    unknown arm is refused."""
-    arm = "adaptive+importance+input-norm+pre-norm+rounding+no-embed-norm+f2.5"
+    (here importance sampling is on, --input-norm, the rounding loss replaces the anchor loss, the
+    embedding norm is off, F = 2.5, and of the recipe's Difformer choices post-norm is undone;
+    the recipe's adaptive schedule refits at W + U = 4), are decoded, scored and listed by
+    ``table``; an unknown arm is refused; fixed-schedule turns the adaptive schedule off and
+    embed-norm-affine gives the embedding norm a scale and shift."""
+    arm = "importance+input-norm+pre-norm+rounding+no-embed-norm+f2.5"
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
                MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2 3:1",
                REF=str(data_bin.parent / "raw" / "test.tgt"),
@@ -363,6 +364,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     log = (tmp_path / arm / "train.log").read_text()
     assert "adaptive schedule at update 4" in log and "'timestep_sampler': loss-second-moment" in log
+    assert "'adaptive_schedule': True" in log
     assert "'post_norm': False, 'learned_positions': True, 'bert_init': True" in log
     assert "'input_norm': True" in log and "'rounding_loss': True" in log and "'embed_norm': False" in log
     assert "'rescaling_factor': '2.5'" in log
@@ -377,6 +379,11 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
+    fixed = subprocess.run(["bash", script, "fixed-schedule+embed-norm-affine", *tiny],
+                           env=dict(env, MAX_UPDATE="2", STEPS="1"), capture_output=True, text=True, timeout=300)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    log = (tmp_path / "fixed-schedule+embed-norm-affine" / "train.log").read_text()
+    assert "'adaptive_schedule': False" in log and "'embed_norm_affine': True" in log
     # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100; F = auto searched
     # against the dgs arm's threshold
     env["STEPS"] = "2"

@@ -3,14 +3,17 @@
 # same number of updates with one technique changed, then the test set decoded and scored.
 #   bash examples/multi30k/ablation.sh ARM[+ARM...] [fairseq-train args...]
 #   bash examples/multi30k/ablation.sh table          (markdown table of every finished arm)
-# ARM: base (small_model.sh: F from DGS_max 0.15, fixed sqrt schedule, uniform timesteps,
-#        post-norm layers, learned positions, BERT init)
+# ARM: base (small_model.sh: the adaptive schedule from sqrt, refit every ADAPTIVE_INTERVAL
+#        updates with F re-derived from DGS_max 0.15, uniform timesteps, post-norm layers,
+#        learned positions, BERT init)
 #      fF: --rescaling-factor F (f1: no noise rescaling, issue E; f2, f2.5, ...: issue I.2's F sweep)
 #      dgsX: --dgs-max X, the degeneration-score threshold of the recipe's F = auto (Difformer
 #        Table 17's sweep: dgs0.05, dgs0.5, ...)
 #      Difformer Table 7 (issue I.3): f1 (no noise rescaling), rounding (the rounding loss
-#        CE(z_0·Eᵀ) instead of the anchor loss), rounding+f1, no-embed-norm, no-self-cond
-#      adaptive | importance | adaptive-importance       issue C (2x2 with base)
+#        CE(z_0·Eᵀ) instead of the anchor loss), rounding+f1, no-embed-norm, no-self-cond;
+#        embed-norm-affine (the embedding norm with a learnt scale and shift)
+#      fixed-schedule (the sqrt schedule with F from DGS_max 0.15: the recipe before session 12),
+#        importance (--timestep-sampler loss-second-moment)       issue C (2x2 with base)
 #      recipe search (issue I.2): slow-lr (--lr 1e-3 --warmup-updates 500: small_model.sh's
 #        schedule before 2026-12-07), input-norm, no-self-cond, and the Difformer choices undone:
 #        pre-norm, sinusoidal (positions), default-init, no-difformer (all three: the model
@@ -21,9 +24,10 @@
 #        padded to 48 positions, Multi30k's longest being 47, within 100 source + target) issue D
 # Environment: DATA (data-bin/multi30k_de_en), TEXT (the prepare script's work dir, for
 # test.raw.en; default DATA_work, as prepare_multi30k.sh writes it), OUT
-# (work/multi30k_ablation), MAX_UPDATE (1455 = 12 epochs), ADAPTIVE_INTERVAL (250: refits at 500, 750, ...), THREADS (1), STEPS (decodings K or
+# (work/multi30k_ablation), MAX_UPDATE (1455 = 12 epochs), THREADS (1), STEPS (decodings K or
 # K:E with E early-stopping steps; default "5 20 20:5", the last Difformer's setting), and
-# small_model.sh's SRC, TGT (de, en) and REF (the test reference, TEXT/test.raw.TGT).
+# small_model.sh's ADAPTIVE_INTERVAL (110: refits at 220, 330, ...), SRC, TGT (de, en) and REF
+# (the test reference, TEXT/test.raw.TGT).
 # Re-running an arm resumes its training and decodes again. Pin it with taskset -c CPU.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,7 +35,6 @@ DATA=${DATA:-$ROOT/data-bin/multi30k_de_en}
 TEXT=${TEXT:-${DATA}_work}
 OUT=${OUT:-$ROOT/work/multi30k_ablation}
 MAX_UPDATE=${MAX_UPDATE:-1455}
-ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-250}
 STEPS=${STEPS:-5 20 20:5}
 export OMP_NUM_THREADS=${THREADS:-1} MKL_NUM_THREADS=${THREADS:-1}
 source "$ROOT/examples/multi30k/small_model.sh"
@@ -45,8 +48,6 @@ if [[ "$ARM" == table ]]; then
   exit 0
 fi
 
-adaptive=(--adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL"
-  --adaptive-update-interval "$ADAPTIVE_INTERVAL")
 train=("${SMALL_TRAIN[@]}")
 arm=()
 IFS=+ read -ra parts <<< "$ARM"
@@ -57,6 +58,7 @@ for part in "${parts[@]}"; do
     dgs[0-9]*) arm+=(--dgs-max "${part#dgs}") ;;
     rounding) arm+=(--rounding-loss) ;;
     no-embed-norm) arm+=(--no-embed-norm) ;;
+    embed-norm-affine) arm+=(--embed-norm-affine) ;;
     slow-lr) arm+=(--lr 1e-3 --warmup-updates 500) ;;
     input-norm) arm+=(--input-norm) ;;
     pre-norm) arm+=(--no-post-norm) ;;
@@ -64,13 +66,12 @@ for part in "${parts[@]}"; do
     default-init) arm+=(--no-bert-init) ;;
     no-difformer) arm+=(--no-post-norm --no-learned-positions --no-bert-init) ;;
     no-self-cond) arm+=(--no-self-cond) ;;
-    adaptive) arm+=("${adaptive[@]}") ;;
+    fixed-schedule) arm+=(--no-adaptive-schedule) ;;
     importance) arm+=(--timestep-sampler loss-second-moment) ;;
-    adaptive-importance) arm+=("${adaptive[@]}" --timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), rounding, no-embed-norm, slow-lr, input-norm, pre-norm, sinusoidal," \
-         "default-init, no-difformer, no-self-cond, adaptive, importance, adaptive-importance," \
+    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), rounding, no-embed-norm, embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
+         "default-init, no-difformer, no-self-cond, fixed-schedule, importance," \
          "diffuseq, joined with +; or table)" >&2
        exit 1 ;;
   esac

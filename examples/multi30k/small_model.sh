@@ -4,9 +4,13 @@
 # learning rate 2e-3 after 200 warm-up updates (before: 1e-3 after 500, ablation arm slow-lr) and
 # Difformer's post-norm layers, learned positions and BERT initialisation: at 600 updates test
 # sacreBLEU (K=5 / K=20, E=5) 0.49 / 0.98 -> 4.71 / 3.89 -> 6.72 / 8.05
-# (bench/results/2026-12-07-multi30k-recipe.md).
+# (bench/results/2026-12-07-multi30k-recipe.md). Since 2026-12-07 (session 12): SeqDiffuSeq's
+# adaptive schedule, refit every ADAPTIVE_INTERVAL updates from update 2 x ADAPTIVE_INTERVAL on,
+# with F folded into the refit table and re-derived from DGS_max (ablation arm fixed-schedule:
+# the recipe before; bench/results/2026-12-07-multi30k-adaptive-recipe.md).
 # Defines SMALL_TRAIN (fairseq-train arguments after the data-bin), SMALL_COMMON (the same without
-# the encoder-decoder architecture, for other architectures at the same width) and small_generate.
+# the encoder-decoder architecture and its adaptive schedule, for other architectures at the same
+# width) and small_generate. Environment: ADAPTIVE_INTERVAL (110), SRC, TGT, REF.
 # shellcheck shell=bash
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 SRC=${SRC:-de} TGT=${TGT:-en}
@@ -18,8 +22,10 @@ SMALL_COMMON=(--user-dir "$ROOT/diffusion_plugin" --cpu --seed 1
   --optimizer adam --adam-betas '(0.9,0.98)' --weight-decay 0.01 --clip-norm 1.0
   --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 --max-tokens 4096
   --keep-last-epochs 1 --log-interval 100)
+ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-110}
 SMALL_TRAIN=("${SMALL_COMMON[@]}" --arch diffusion_transformer_tiny --encoder-layers 3
-  --decoder-layers 3 --share-all-embeddings --post-norm --learned-positions --bert-init)
+  --decoder-layers 3 --share-all-embeddings --post-norm --learned-positions --bert-init
+  --adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL" --adaptive-update-interval "$ADAPTIVE_INTERVAL")
 
 # small_generate DATA CHECKPOINT OUT K LENGTH_BEAM NOISE_BEAM [fairseq-generate args...]:
 # decode the test set into OUT and print its tokenised and sacrebleu BLEU against REF (default
