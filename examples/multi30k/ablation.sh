@@ -9,6 +9,8 @@
 #      fF: --rescaling-factor F (f1: no noise rescaling, issue E; f2, f2.5, ...: issue I.2's F sweep)
 #      dgsX: --dgs-max X, the degeneration-score threshold of the recipe's F = auto (Difformer
 #        Table 17's sweep: dgs0.05, dgs0.5, ...)
+#      dropX: --dropout X (the recipe's 0.1; drop0, drop0.3, ...); lenlossX: --length-loss-factor X
+#        (the length predictor's weight, 0.1; lenloss0.5, ...)
 #      Difformer Table 7 (issue I.3): f1 (no noise rescaling), rounding (the rounding loss
 #        CE(z_0·Eᵀ) instead of the anchor loss), rounding+f1, no-embed-norm, no-self-cond;
 #        embed-norm-affine (the embedding norm with a learnt scale and shift)
@@ -56,6 +58,8 @@ for part in "${parts[@]}"; do
     base) ;;
     f[0-9]*) arm+=(--rescaling-factor "${part#f}") ;;
     dgs[0-9]*) arm+=(--dgs-max "${part#dgs}") ;;
+    drop[0-9]*) arm+=(--dropout "${part#drop}") ;;
+    lenloss[0-9]*) arm+=(--length-loss-factor "${part#lenloss}") ;;
     rounding) arm+=(--rounding-loss) ;;
     no-embed-norm) arm+=(--no-embed-norm) ;;
     embed-norm-affine) arm+=(--embed-norm-affine) ;;
@@ -70,7 +74,7 @@ for part in "${parts[@]}"; do
     importance) arm+=(--timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), rounding, no-embed-norm, embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
+    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, rounding, no-embed-norm, embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
          "default-init, no-difformer, no-self-cond, fixed-schedule, importance," \
          "diffuseq, joined with +; or table)" >&2
        exit 1 ;;
