@@ -74,9 +74,7 @@ class DecodingConfig(FairseqDataclass):
         },
     )
     clamping: bool = field(
-        default=True,
-        metadata={"help": "replace ẑ_0 by its nearest token embedding before it feeds the next "
-                  "step (DiffusionLM's clamping; on by default, --no-clamping turns it off)"},
+        default=False, metadata={"help": "replace ẑ_0 by its nearest token embedding each step"}
     )
     prior_sampling_prob: float = field(
         default=0.0, metadata={"help": "p1: probability of a prior-sampling step (SeqDiffuSeq E)"}

@@ -313,22 +313,6 @@ def test_generate_refuses_fairseq_flags_it_does_not_honour(data_bin, checkpoint,
         run_fairseq("generate", generate_args(data_bin, checkpoint, *flags))
 
 
-@pytest.mark.parametrize("flags,expected", [((), True), (("--clamping",), True), (("--no-clamping",), False)])
-def test_clamping_is_on_by_default_and_no_clamping_turns_it_off(data_bin, checkpoint, flags, expected):
-    """A task flag on by default gets --X/--no-X (fairseq's parser would make --clamping switch it
-    off); the value reaches the generator."""
-    from fairseq import checkpoint_utils, options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    args = options.parse_args_and_arch(options.get_generation_parser(),
-                                       input_args=generate_args(data_bin, checkpoint, *flags))
-    cfg = convert_namespace_to_omegaconf(args)
-    assert args.clamping is expected and cfg.task.clamping is expected
-    task = tasks.setup_task(cfg.task)
-    models, _ = checkpoint_utils.load_model_ensemble([str(checkpoint)], task=task)
-    assert task.build_generator(models, cfg.generation).cfg["clamping"] is expected
-
-
 def test_generate_honours_iter_decode_max_iter_and_match_source_len(data_bin, checkpoint):
     args = generate_args(data_bin, checkpoint, "--retain-iter-history", "--iter-decode-max-iter", "3",
                          "--match-source-len")

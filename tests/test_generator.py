@@ -153,11 +153,10 @@ def test_ddim_eta0_chain_depends_only_on_the_initial_noise(monkeypatch, model):
 @pytest.mark.parametrize("factor", [1.0, 2.0])
 def test_ddim_with_every_step_matches_the_closed_form(monkeypatch, model, factor):
     """K = T, η = 0:  z_{t−1} = sqrt(ᾱ_{t−1}) ẑ_0 + σ_{t−1} (z_t − sqrt(ᾱ_t) ẑ_0) / σ_t
-    with σ² = F²(1 − ᾱ) (decoding rescaling factor F), ẑ_0 the model's output (no clamping)."""
+    with σ² = F²(1 − ᾱ) (decoding rescaling factor F)."""
     calls = record_denoise(monkeypatch, model)
     gen = generator(
-        model, decoding_steps=T, decoding_sampler="ddim", target_length=4, decoding_rescaling_factor=factor,
-        clamping=False,
+        model, decoding_steps=T, decoding_sampler="ddim", target_length=4, decoding_rescaling_factor=factor
     )
     gen.generate([model], SAMPLE)
     assert [int(c["t"][0]) for c in calls] == list(range(T, 0, -1))
@@ -176,9 +175,9 @@ def test_dpm_solver_chain_follows_the_2m_update(monkeypatch, model, factor):
     """--decoding-sampler dpm-solver++ (order 2), K = 6: the first step is DDIM (η = 0), every
     later one z_s = (σ_s/σ_t) z_t − α_s (e^{−h} − 1)((1 + 1/(2r)) x̂_t − x̂_{t'}/(2r)) with
     λ = log(α/σ), h = λ_s − λ_t, r = h_{prev}/h (Lu et al. 2022), on the decoding schedule
-    rescaled by F, x̂ the model's output (no clamping); order 1 is the DDIM chain itself."""
+    rescaled by F; order 1 is the DDIM chain itself."""
     calls = record_denoise(monkeypatch, model)
-    flags = dict(decoding_steps=6, target_length=4, decoding_rescaling_factor=factor, clamping=False)
+    flags = dict(decoding_steps=6, target_length=4, decoding_rescaling_factor=factor)
     generator(model, decoding_sampler="dpm-solver++", **flags).generate([model], SAMPLE)
     taus = respaced_timesteps(T, 6).tolist()
     assert [int(c["t"][0]) for c in calls] == taus[:6]
@@ -240,14 +239,13 @@ def test_dpm_solver_with_self_conditioning_clamping_beams_mbr_early_stopping_and
 @pytest.mark.parametrize("p1", [0.0, 1.0])
 def test_prior_sampling_steps_from_the_prior_during_the_first_p2_of_the_chain(monkeypatch, model, p1):
     """SeqDiffuSeq App. E with p1 = 1, p2 = 0.5, K = 4: steps k < 2 draw z_s = sqrt(ᾱ_s) ẑ_0 + sqrt(1 − ᾱ_s) ε
-    whatever z_t, the later ones are the sampler's (DDIM, η = 0); p1 = 0 is DDIM throughout
-    (ẑ_0 unclamped)."""
+    whatever z_t, the later ones are the sampler's (DDIM, η = 0); p1 = 0 is DDIM throughout."""
     calls = record_denoise(monkeypatch, model)
     draws: List[Tensor] = []  # z_T, then the steps' ε
     replace_noise(monkeypatch, lambda i, draw: draws.append(draw) or draw)
     gen = generator(
         model, decoding_steps=4, decoding_sampler="ddim", target_length=4,
-        prior_sampling_prob=p1, prior_sampling_until=0.5, clamping=False,
+        prior_sampling_prob=p1, prior_sampling_until=0.5,
     )
     gen.generate([model], SAMPLE)
     taus = respaced_timesteps(T, 4).tolist()

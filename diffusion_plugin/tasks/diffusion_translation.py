@@ -1,8 +1,7 @@
 """``diffusion_translation``: fairseq's translation data pipeline + the diffusion generator."""
 
-import argparse
 import contextlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, List
 
 import numpy as np
@@ -37,16 +36,6 @@ class DiffusionTranslationTask(TranslationTask):
     """Translation with an embedding-diffusion model (fairseq-train/-generate/-interactive)."""
 
     cfg: DiffusionTranslationConfig
-
-    @classmethod
-    def add_args(cls, parser: argparse.ArgumentParser) -> None:
-        """fairseq's dataclass flags, except that a boolean flag on by default (``--clamping``)
-        gets ``--X/--no-X``: fairseq's parser would make ``--X`` switch it off."""
-        for f in fields(DiffusionTranslationConfig):
-            if f.type is bool and f.default is True:
-                parser.add_argument("--" + f.name.replace("_", "-"), default=True,
-                                    action=argparse.BooleanOptionalAction, help=f.metadata.get("help"))
-        super().add_args(parser)  # skips the flags added above
 
     def get_batch_iterator(self, dataset: Any, **kwargs: Any) -> Any:
         """fairseq's batch_by_size silently drops the last batch when its size is not a multiple
