@@ -218,7 +218,7 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path, mo
 
 def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():
     """run.py's diffusion recipe is examples/multi30k/small_model.sh's: same learning rate,
-    warm-up, model choices and adaptive schedule (a recipe change in one place fails here until both agree)."""
+    warm-up, model choices (the affine embedding norm included) and adaptive schedule (a recipe change in one place fails here until both agree)."""
     script = Path(__file__).resolve().parents[1] / "examples" / "multi30k" / "small_model.sh"
     listed = subprocess.run(
         ["bash", "-c", 'source "$1" && printf "%s\\n" "${SMALL_TRAIN[@]}"', "-", str(script)],
@@ -229,6 +229,6 @@ def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():
     for flag in valued:
         assert recipe[recipe.index(flag) + 1] == listed[listed.index(flag) + 1], flag
     choices = {f for f in listed if f in ("--post-norm", "--learned-positions", "--bert-init", "--input-norm",
-                                          "--adaptive-schedule")}
+                                          "--adaptive-schedule", "--embed-norm-affine")}
     assert choices and choices == {f for f in recipe if f.startswith("--") and f not in valued}
     assert run.RECIPES["ar"] == run.RECIPES["cmlm"] == ["--lr", "1e-3", "--warmup-updates", "500"]

@@ -350,7 +350,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     embedding norm is off, F = 2.5, and of the recipe's Difformer choices post-norm is undone;
     the recipe's adaptive schedule refits at W + U = 4), are decoded, scored and listed by
     ``table``; an unknown arm is refused; fixed-schedule turns the adaptive schedule off,
-    embed-norm-affine gives the embedding norm a scale and shift, dropX and lenlossX set the
+    no-embed-norm-affine takes the recipe's scale and shift off the embedding norm, dropX and lenlossX set the
     dropout and the length loss's weight."""
     arm = "importance+input-norm+pre-norm+rounding+no-embed-norm+f2.5"
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
@@ -368,6 +368,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert "'adaptive_schedule': True" in log
     assert "'post_norm': False, 'learned_positions': True, 'bert_init': True" in log
     assert "'input_norm': True" in log and "'rounding_loss': True" in log and "'embed_norm': False" in log
+    assert "'embed_norm_affine': False" in log and "'embed_norm_affine': True" not in log
     assert "'rescaling_factor': '2.5'" in log
     rows = re.findall(rf"^\| {re.escape(arm)} \| 4 \| \d+ \| (\d) \| (\d) \| [0-9.]+ \| [0-9.]+ \|$",
                       result.stdout, re.M)
@@ -380,12 +381,12 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
-    knobs = "fixed-schedule+embed-norm-affine+drop0.25+lenloss0.5"
+    knobs = "fixed-schedule+no-embed-norm-affine+drop0.25+lenloss0.5"
     fixed = subprocess.run(["bash", script, knobs, *tiny],
                            env=dict(env, MAX_UPDATE="2", STEPS="1"), capture_output=True, text=True, timeout=300)
     assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
     log = (tmp_path / knobs / "train.log").read_text()
-    assert "'adaptive_schedule': False" in log and "'embed_norm_affine': True" in log
+    assert "'adaptive_schedule': False" in log and "'embed_norm_affine': False" in log
     assert "'dropout': 0.25," in log and "'length_loss_factor': 0.5," in log
     # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100; F = auto searched
     # against the dgs arm's threshold

@@ -5,7 +5,7 @@
 #   bash examples/multi30k/ablation.sh table          (markdown table of every finished arm)
 # ARM: base (small_model.sh: the adaptive schedule from sqrt, refit every ADAPTIVE_INTERVAL
 #        updates with F re-derived from DGS_max 0.15, uniform timesteps, post-norm layers,
-#        learned positions, BERT init)
+#        learned positions, BERT init, the affine embedding norm)
 #      fF: --rescaling-factor F (f1: no noise rescaling, issue E; f2, f2.5, ...: issue I.2's F sweep)
 #      dgsX: --dgs-max X, the degeneration-score threshold of the recipe's F = auto (Difformer
 #        Table 17's sweep: dgs0.05, dgs0.5, ...)
@@ -13,7 +13,7 @@
 #        (the length predictor's weight, 0.1; lenloss0.5, ...)
 #      Difformer Table 7 (issue I.3): f1 (no noise rescaling), rounding (the rounding loss
 #        CE(z_0·Eᵀ) instead of the anchor loss), rounding+f1, no-embed-norm, no-self-cond;
-#        embed-norm-affine (the embedding norm with a learnt scale and shift)
+#        no-embed-norm-affine (the embedding norm without the recipe's learnt scale and shift)
 #      fixed-schedule (the sqrt schedule with F from DGS_max 0.15: the recipe before session 12),
 #        importance (--timestep-sampler loss-second-moment)       issue C (2x2 with base)
 #      recipe search (issue I.2): slow-lr (--lr 1e-3 --warmup-updates 500: small_model.sh's
@@ -61,8 +61,8 @@ for part in "${parts[@]}"; do
     drop[0-9]*) arm+=(--dropout "${part#drop}") ;;
     lenloss[0-9]*) arm+=(--length-loss-factor "${part#lenloss}") ;;
     rounding) arm+=(--rounding-loss) ;;
-    no-embed-norm) arm+=(--no-embed-norm) ;;
-    embed-norm-affine) arm+=(--embed-norm-affine) ;;
+    no-embed-norm) arm+=(--no-embed-norm --no-embed-norm-affine) ;;
+    no-embed-norm-affine) arm+=(--no-embed-norm-affine) ;;
     slow-lr) arm+=(--lr 1e-3 --warmup-updates 500) ;;
     input-norm) arm+=(--input-norm) ;;
     pre-norm) arm+=(--no-post-norm) ;;
@@ -74,7 +74,7 @@ for part in "${parts[@]}"; do
     importance) arm+=(--timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, rounding, no-embed-norm, embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
+    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, rounding, no-embed-norm, no-embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
          "default-init, no-difformer, no-self-cond, fixed-schedule, importance," \
          "diffuseq, joined with +; or table)" >&2
        exit 1 ;;

@@ -7,7 +7,9 @@
 # (bench/results/2026-12-07-multi30k-recipe.md). Since 2026-12-07 (session 12): SeqDiffuSeq's
 # adaptive schedule, refit every ADAPTIVE_INTERVAL updates from update 2 x ADAPTIVE_INTERVAL on,
 # with F folded into the refit table and re-derived from DGS_max (ablation arm fixed-schedule:
-# the recipe before; bench/results/2026-12-07-multi30k-adaptive-recipe.md).
+# the recipe before; bench/results/2026-12-07-multi30k-adaptive-recipe.md). Since session 13: the
+# embedding norm with a learnt scale and shift (ablation arm no-embed-norm-affine;
+# bench/results/2026-12-07-multi30k-clamping.md).
 # Defines SMALL_TRAIN (fairseq-train arguments after the data-bin), SMALL_COMMON (the same without
 # the encoder-decoder architecture and its adaptive schedule, for other architectures at the same
 # width) and small_generate. Environment: ADAPTIVE_INTERVAL (110), SRC, TGT, REF.
@@ -25,7 +27,8 @@ SMALL_COMMON=(--user-dir "$ROOT/diffusion_plugin" --cpu --seed 1
 ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-110}
 SMALL_TRAIN=("${SMALL_COMMON[@]}" --arch diffusion_transformer_tiny --encoder-layers 3
   --decoder-layers 3 --share-all-embeddings --post-norm --learned-positions --bert-init
-  --adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL" --adaptive-update-interval "$ADAPTIVE_INTERVAL")
+  --adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL" --adaptive-update-interval "$ADAPTIVE_INTERVAL"
+  --embed-norm-affine)
 
 # small_generate DATA CHECKPOINT OUT K LENGTH_BEAM NOISE_BEAM [fairseq-generate args...]:
 # decode the test set into OUT and print its tokenised and sacrebleu BLEU against REF (default
