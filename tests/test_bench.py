@@ -218,7 +218,8 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path, mo
 
 def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():
     """run.py's diffusion recipe is examples/multi30k/small_model.sh's: same learning rate,
-    warm-up, model choices (the affine embedding norm included) and adaptive schedule (a recipe change in one place fails here until both agree)."""
+    warm-up, model choices (the affine embedding norm included) and adaptive schedule (a recipe
+    change in one place fails here until both agree)."""
     script = Path(__file__).resolve().parents[1] / "examples" / "multi30k" / "small_model.sh"
     listed = subprocess.run(
         ["bash", "-c", 'source "$1" && printf "%s\\n" "${SMALL_TRAIN[@]}"', "-", str(script)],

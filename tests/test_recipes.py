@@ -350,8 +350,8 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     embedding norm is off, F = 2.5, and of the recipe's Difformer choices post-norm is undone;
     the recipe's adaptive schedule refits at W + U = 4), are decoded, scored and listed by
     ``table``; an unknown arm is refused; fixed-schedule turns the adaptive schedule off,
-    no-embed-norm-affine takes the recipe's scale and shift off the embedding norm, dropX and lenlossX set the
-    dropout and the length loss's weight."""
+    no-embed-norm-affine takes the recipe's scale and shift off the embedding norm, dropX and
+    lenlossX set the dropout and the length loss's weight."""
     arm = "importance+input-norm+pre-norm+rounding+no-embed-norm+f2.5"
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
                MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2 3:1",
@@ -382,9 +382,9 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
     knobs = "fixed-schedule+no-embed-norm-affine+drop0.25+lenloss0.5"
-    fixed = subprocess.run(["bash", script, knobs, *tiny],
-                           env=dict(env, MAX_UPDATE="2", STEPS="1"), capture_output=True, text=True, timeout=300)
-    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    knobbed = subprocess.run(["bash", script, knobs, *tiny],
+                             env=dict(env, MAX_UPDATE="2", STEPS="1"), capture_output=True, text=True, timeout=300)
+    assert knobbed.returncode == 0, knobbed.stdout[-2000:] + knobbed.stderr[-2000:]
     log = (tmp_path / knobs / "train.log").read_text()
     assert "'adaptive_schedule': False" in log and "'embed_norm_affine': False" in log
     assert "'dropout': 0.25," in log and "'length_loss_factor': 0.5," in log
