@@ -225,10 +225,11 @@ class DiffusionGenerator:
                 f"--length-beam {self.cfg['length_beam']} exceeds the length predictor's {classes} "
                 f"classes (target − source length offsets): use at most {classes}"
             )
-        if self.cfg["target_length"] > model.cfg.max_target_positions:
+        if self.cfg["target_length"] + 2 * model.ends > model.cfg.max_target_positions:
             raise ValueError(
                 f"--target-length {self.cfg['target_length']} exceeds the model's "
                 f"--max-target-positions {model.cfg.max_target_positions}"
+                + (" less its diffused BOS and EOS" if model.ends else "")
             )
         if match_source_len and self.cfg["target_length"]:
             raise ValueError("--match-source-len and --target-length both fix the lengths: give one")
@@ -346,6 +347,13 @@ class DiffusionGenerator:
         shifted = logits.sub_(best.unsqueeze(-1))  # <= 0
         return tokens, shifted.mul_(LOG2_E).exp2_().sum(dim=-1).log2_().mul_(-LN_2)
 
+    def with_ends(self, tokens: Tensor, span: Tensor) -> Tensor:
+        """``tokens`` [N, L] with BOS at the first and EOS at the last of each row's ``span``
+        diffused positions (--diffuse-bos-eos: what the model was trained to reproduce there)."""
+        tokens[:, 0] = self.bos
+        tokens[torch.arange(tokens.size(0), device=tokens.device), span - 1] = self.eos
+        return tokens
+
     def output_lengths(self, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Hypothesis lengths and whether each was cut at its maximum: the decoded lengths, or for
         ``length_from_padding`` models the position of the first generated padding token (a
@@ -403,11 +411,12 @@ class DiffusionGenerator:
         length_scores = self.length_scores(encoder_out, lengths)
         per_source = self.candidates_per_source
         encoder_out = model.decoding_state(encoder_out, per_source)
-        n, length = lengths.numel(), int(lengths.max())
-        padding_mask = torch.arange(length, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
+        span = lengths + 2 * model.ends  # diffused positions: the tokens and BOS / EOS around them
+        n, length = lengths.numel(), int(span.max())
+        padding_mask = torch.arange(length, device=lengths.device).unsqueeze(0) >= span.unsqueeze(1)
         # the chain z_τ in at least float32, whatever the network's precision (--fp16, --bf16)
         dtype = torch.promote_types(next(model.parameters()).dtype, torch.float32)
-        noise_source = self.noise_source(seed, ids, per_source, lengths.cpu(), self.latent_dim)
+        noise_source = self.noise_source(seed, ids, per_source, span.cpu(), self.latent_dim)
         timesteps = self.timesteps.to(src_tokens.device)
         chain = ReverseChain.from_schedule(
             model.schedule, timesteps, length, cfg["decoding_rescaling_factor"], self.vp_rescaling,
@@ -424,12 +433,16 @@ class DiffusionGenerator:
             if cfg["clamping"] or self.retain_history or k + 1 == steps:
                 # the hypothesis is the rounding of the model's last ẑ_0, not of its clamped copy
                 tokens, scores = self.round(z0_hat, padding_mask)
+                if model.ends:
+                    tokens = self.with_ends(tokens, span)
                 if self.retain_history:
                     history.append(tokens)
                 if cfg["clamping"]:
                     z0_hat = model.embed(tokens)
             if k + 1 < steps:
                 z = chain.step(z, z0_hat, k, padding_mask)
+        if model.ends:  # the hypothesis: the positions between BOS and EOS
+            tokens, scores, history = tokens[:, 1:], scores[:, 1:], [h[:, 1:] for h in history]
         trails = [(h, self.output_lengths(h, lengths)[0]) for h in history]
         lengths, cut = self.output_lengths(tokens, lengths)
         if cut.any():
@@ -440,7 +453,7 @@ class DiffusionGenerator:
             )
         reranker_scores = None
         if self.reranker is not None:
-            beyond = torch.arange(length, device=lengths.device) >= lengths.unsqueeze(1)
+            beyond = torch.arange(tokens.size(1), device=lengths.device) >= lengths.unsqueeze(1)
             hyp = tokens.masked_fill(beyond, self.pad)
             hyp = torch.cat([hyp, hyp.new_full((n, 1), self.pad)], dim=1)
             hyp[torch.arange(n), lengths] = self.eos

@@ -336,6 +336,32 @@ def test_fixed_target_length(model):
     assert [lengths_of(h) for h in hyps] == [[7] * 6, [7] * 6]
 
 
+def test_diffused_bos_eos_are_fixed_in_the_chain_and_left_out_of_the_hypothesis(monkeypatch):
+    torch.manual_seed(0)
+    model = make_model(self_cond=True, diffuse_bos_eos=True).eval()
+    calls = record_denoise(monkeypatch, model)
+    favour_offsets(model, [2, -1])  # diffused lengths: source (with EOS) + 2 and − 1
+    hyps = generator(model, decoding_steps=3, length_beam=2, clamping=True).generate([model], SAMPLE)
+    # sources 6 and 4: the chain runs over 8, 5 and 6, 3 positions, the hypotheses have 2 fewer
+    spans = (~calls[0]["padding_mask"]).sum(1)
+    assert spans.tolist() == [8, 5, 6, 3]
+    assert [lengths_of(h) for h in hyps] == [[3, 6], [1, 4]]
+    for h in (h for source in hyps for h in source):
+        assert h["tokens"][-1] == EOS and not set(h["tokens"][:-1].tolist()) & set(SPECIAL)
+        assert h["positional_scores"].numel() == h["tokens"].numel()
+    # clamping feeds back E(BOS) at the first and E(EOS) at the last diffused position
+    ends = model.embed(torch.tensor([BOS, EOS]))
+    for call in calls[1:]:
+        rows = torch.arange(spans.numel())
+        assert torch.equal(call["z0_prev"][:, 0], ends[0].expand(spans.numel(), -1))
+        assert torch.equal(call["z0_prev"][rows, spans - 1], ends[1].expand(spans.numel(), -1))
+    # a fixed length counts tokens; it must leave room for both ends
+    fixed = generator(model, decoding_steps=2, target_length=7).generate([model], SAMPLE)
+    assert [lengths_of(h) for h in fixed] == [[7], [7]]
+    with pytest.raises(ValueError, match="--target-length 7 exceeds the model's --max-target-positions 8 less its diffused BOS and EOS"):
+        generator(make_model(diffuse_bos_eos=True, max_target_positions=8), target_length=7)
+
+
 def test_predicted_lengths_are_clamped_to_1_and_max_target_positions():
     torch.manual_seed(0)
     model = make_model(max_target_positions=6).eval()

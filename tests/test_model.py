@@ -67,6 +67,26 @@ def test_forward_shapes_and_length_offset_targets():
     assert model.logits(out["z0_hat"]).shape == (2, 4, 20 + 4)
 
 
+def test_diffused_bos_eos_targets_and_length_classes():
+    torch.manual_seed(0)
+    model = make_model(diffuse_bos_eos=True)
+    src, src_lengths, tgt = batch(model)  # targets of 3 and 1 tokens (then EOS), sources 5 and 3
+    out = model(src, src_lengths, tgt, torch.tensor([3, 50]))
+    bos, eos, pad = model.bos, model.eos, model.pad
+    assert out["target"].tolist() == [[bos, *tgt[0, :3].tolist(), eos], [bos, int(tgt[1, 0]), eos, pad, pad]]
+    assert out["mask"].sum(1).tolist() == [5, 3]
+    assert out["length_target"].tolist() == [5 - 5 + 128, 3 - 3 + 128]
+    # decoding counts tokens: the predictor's class (diffused length) less BOS and EOS
+    with torch.no_grad():
+        model.length_head.weight.zero_()
+        model.length_head.bias.zero_()
+        model.length_head.bias[LENGTH_OFFSETS // 2 + 2] = 1.0  # diffused length = source + 2
+    enc = model.encode(src)
+    assert model.predict_lengths(enc, beam=1).tolist() == [[5], [3]]
+    lprobs = torch.log_softmax(model.length_logits(enc), dim=-1)
+    torch.testing.assert_close(model.length_log_probs(enc, torch.tensor([[5], [3]])), lprobs[:, 130:131])
+
+
 def test_self_conditioning_input_width_and_effect():
     torch.manual_seed(0)
     model = make_model(self_cond=True).eval()

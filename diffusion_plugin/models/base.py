@@ -360,6 +360,7 @@ class DiffusionModel(BaseFairseqModel, InferenceCached):
 
     config_class: Type[DiffusionConfig] = DiffusionConfig
     length_from_padding: bool = False
+    ends: int = 0  # diffused BOS / EOS around the target (one each, or none)
     recording: bool = True  # record_losses keeps the training statistics
 
     def __init__(self, cfg: Any, src_dict: Any, tgt_dict: Any) -> None:

@@ -54,6 +54,12 @@ class DiffusionTransformerConfig(DiffusionConfig):
                   "so its scale (sqrt(ᾱ' + β̄') per coordinate: up to F in training, 1 in "
                   "decoding) is the same at every t, in training and decoding"},
     )
+    diffuse_bos_eos: bool = field(
+        default=False,
+        metadata={"help": "diffuse [BOS] y [EOS] (the Difformer authors' target layout) instead "
+                  "of y alone: the length predictor counts both ends, decoding fixes them "
+                  "(clamped to E(BOS), E(EOS)) and drops them from the hypothesis"},
+    )
     max_source_positions: int = field(default=1024, metadata={"help": "max source length"})
     max_target_positions: int = field(default=1024, metadata={"help": "max target length"})
 
@@ -87,6 +93,8 @@ class DiffusionTransformerModel(DiffusionModel):
         self.self_cond = bool(cfg.self_cond)  # read at every step: not through omegaconf (~50 µs)
         self.input_norm = bool(getattr(cfg, "input_norm", False))
         self.max_target_positions = int(cfg.max_target_positions)
+        self.ends = int(bool(getattr(cfg, "diffuse_bos_eos", False)))
+        self.bos = tgt_dict.bos()
         self.decoder_in = nn.Linear(2 * d if self.self_cond else d, width)
         self.decoder_out = nn.Linear(width, d)
         self.positions = build_positions(cfg, cfg.max_source_positions)
@@ -150,17 +158,26 @@ class DiffusionTransformerModel(DiffusionModel):
         return (tgt_lengths - src_lengths + half).clamp(0, LENGTH_OFFSETS - 1)
 
     def predict_lengths(self, encoder_out: Dict[str, Tensor], beam: int) -> Tensor:
-        """Top-``beam`` target lengths per source, best first, clamped to [1, max target]: [B, beam]."""
+        """Top-``beam`` target lengths per source (tokens, without the diffused ends), best first,
+        clamped to [1, max target − ends]: [B, beam]."""
         src_lengths = (~encoder_out["padding_mask"]).sum(dim=1, keepdim=True)
         offsets = self.length_logits(encoder_out).topk(beam, dim=-1).indices
-        lengths = src_lengths + offsets - LENGTH_OFFSETS // 2
-        return lengths.clamp(1, self.max_target_positions)
+        lengths = src_lengths + offsets - LENGTH_OFFSETS // 2 - 2 * self.ends
+        return lengths.clamp(1, self.max_target_positions - 2 * self.ends)
 
     def length_log_probs(self, encoder_out: Dict[str, Tensor], lengths: Tensor) -> Tensor:
-        """log p(n | x) of the length predictor at the target lengths ``lengths`` [B, b]."""
+        """log p(n | x) of the length predictor at the target lengths ``lengths`` [B, b] (tokens,
+        without the diffused ends)."""
         src_lengths = (~encoder_out["padding_mask"]).sum(dim=1, keepdim=True)
         lprobs = torch.log_softmax(self.length_logits(encoder_out).float(), dim=-1)
-        return lprobs.gather(1, self.length_offset_target(src_lengths, lengths))
+        return lprobs.gather(1, self.length_offset_target(src_lengths, lengths + 2 * self.ends))
+
+    def diffusion_targets(self, tgt_tokens: Tensor) -> Tensor:
+        """The diffused sequence: the target without its EOS, or with --diffuse-bos-eos
+        [BOS] y [EOS] (fairseq's right-padded target behind a BOS column)."""
+        if not self.ends:
+            return super().diffusion_targets(tgt_tokens)
+        return torch.cat([tgt_tokens.new_full((tgt_tokens.size(0), 1), self.bos), tgt_tokens], dim=1)
 
     # --- denoiser ---------------------------------------------------------------------------
 
