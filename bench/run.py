@@ -105,6 +105,8 @@ def train(args: argparse.Namespace, system: str) -> Dict[str, Any]:
     budget = ["--max-update", str(args.max_update)] if args.max_update else []
     if args.minutes is not None:
         budget += ["--stop-time-hours", f"{args.minutes / 60:.6f}"]
+    if args.snapshot_updates:
+        budget += ["--save-interval-updates", str(args.snapshot_updates)]
     data = args.nat_data if args.nat_data and system != "ar" else args.data
     command = [
         sys.executable, os.path.join(ROOT, "bench", "train.py"), data,
@@ -194,6 +196,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="training wall clock per system (default 30 without --max-update)")
     parser.add_argument("--max-update", type=int,
                         help="train every system for this many updates (with --minutes: whichever comes first)")
+    parser.add_argument("--snapshot-updates", type=int, metavar="N",
+                        help="also keep checkpoint_E_U.pt every N updates U (equal-update comparisons, "
+                             "e.g. with examples/multi30k/ablation.sh arms); fairseq saves none at an "
+                             "update that ends an epoch")
     parser.add_argument("--size", choices=sorted(SIZES), default="small", help="model size of every system")
     parser.add_argument("--quick", action="store_true", help="micro models, 10 updates, 8 sentences for speed: proves the harness")
     parser.add_argument("--out", help="run folder (logs, checkpoints, stage results); default bench/runs/<date>-<device>")
@@ -214,6 +220,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.date = datetime.date.today().isoformat()
     if args.max_update is not None and args.max_update < 1:
         parser.error(f"--max-update must be >= 1, got {args.max_update}")
+    if args.snapshot_updates is not None and args.snapshot_updates < 1:
+        parser.error(f"--snapshot-updates must be >= 1, got {args.snapshot_updates}")
     if args.minutes is not None and args.minutes <= 0:
         parser.error(f"--minutes must be > 0, got {args.minutes}")
     if args.minutes is None and args.max_update is None:

@@ -48,6 +48,7 @@ def test_training_budget_in_updates_minutes_or_both(tmp_path, capsys):
     args = run.parse_args(base + ["--max-update", "546", "--minutes", "60"])
     assert report.training_budget(args) == "546 updates or 60 min of training each, whichever came first"
     for bad, message in ((["--max-update", "0"], "--max-update must be >= 1, got 0"),
+                         (["--snapshot-updates", "0"], "--snapshot-updates must be >= 1, got 0"),
                          (["--minutes", "-1"], "--minutes must be > 0, got -1")):
         with pytest.raises(SystemExit):
             run.parse_args(base + bad)
@@ -92,7 +93,7 @@ def test_quick_run_end_to_end_and_resume(data_bin, tmp_path):
     ref = data_bin.parent / "raw" / "test.tgt"
     command = [sys.executable, str(BENCH / "run.py"), "--data", str(data_bin), "--nat-data", str(kd), "--quick",
                "--source-lang", "src", "--target-lang", "tgt", "--ref", str(ref),
-               "--out", str(out), "--results", str(results)]
+               "--out", str(out), "--results", str(results), "--snapshot-updates", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(command, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -107,6 +108,9 @@ def test_quick_run_end_to_end_and_resume(data_bin, tmp_path):
         trained = json.loads((out / f"train.{system}.json").read_text())
         assert trained["updates"] == 10 and trained["peak_memory_mb"] > 0
         assert trained["command"][1] == str(data_bin if system == "ar" else kd)
+        snapshots = (out / "checkpoints" / system).glob("checkpoint_*_*.pt")  # checkpoint_EPOCH_UPDATES
+        # every 3 of the 10 updates but 6, which ends an epoch (of 2 updates here)
+        assert sorted(int(p.stem.rsplit("_", 1)[1]) for p in snapshots) == [3, 9]
     speed = json.loads((out / "speed.json").read_text())["rows"]
     assert {r["system"] for r in speed} == set(run.SYSTEMS)
     assert {r["batch"] for r in speed} == {1, 8}  # --quick: 8 sentences, batches of 1 and all 8
