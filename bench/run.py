@@ -31,13 +31,13 @@ OPTIMISER = [
 # each system's own recipe: fairseq's usual lr 1e-3 after 500 warm-up updates for AR and CMLM; the
 # plugin's examples/multi30k/small_model.sh (lr 2e-3 after 200, Difformer's post-norm layers,
 # learned positions and BERT initialisation, the adaptive schedule refit every 110 updates from
-# update 220, the affine embedding norm; tests/test_bench.py checks the two agree)
+# update 220, the affine embedding norm, BOS and EOS diffused; tests/test_bench.py checks the two agree)
 RECIPES = {
     "ar": ["--lr", "1e-3", "--warmup-updates", "500"],
     "cmlm": ["--lr", "1e-3", "--warmup-updates", "500"],
     "diffusion": ["--lr", "2e-3", "--warmup-updates", "200", "--post-norm", "--learned-positions", "--bert-init",
                   "--adaptive-schedule", "--adaptive-warmup-updates", "110", "--adaptive-update-interval", "110",
-                  "--embed-norm-affine"],
+                  "--embed-norm-affine", "--diffuse-bos-eos"],
 }
 CRITERIA = {
     "ar": ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"],

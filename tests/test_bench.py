@@ -234,6 +234,7 @@ def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():
     for flag in valued:
         assert recipe[recipe.index(flag) + 1] == listed[listed.index(flag) + 1], flag
     choices = {f for f in listed if f in ("--post-norm", "--learned-positions", "--bert-init", "--input-norm",
-                                          "--adaptive-schedule", "--embed-norm-affine")}
+                                          "--adaptive-schedule", "--embed-norm-affine",
+                                          "--diffuse-bos-eos")}
     assert choices and choices == {f for f in recipe if f.startswith("--") and f not in valued}
     assert run.RECIPES["ar"] == run.RECIPES["cmlm"] == ["--lr", "1e-3", "--warmup-updates", "500"]

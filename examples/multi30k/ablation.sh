@@ -12,8 +12,8 @@
 #      dropX: --dropout X (the recipe's 0.1; drop0, drop0.3, ...); lenlossX: --length-loss-factor X
 #        (the length predictor's weight, 0.1; lenloss0.5, ...); tokN: --max-tokens N (tokens per
 #        batch, the recipe's 4096; compare at equal time, not equal updates)
-#      bos-eos: --diffuse-bos-eos (BOS and EOS diffused around the target, the Difformer authors'
-#        layout; the recipe diffuses the target's tokens alone)
+#      no-bos-eos: --no-diffuse-bos-eos (the target's tokens diffused alone: the recipe before
+#        session 14, which diffuses BOS and EOS around them, the Difformer authors' layout)
 #      Difformer Table 7 (issue I.3): f1 (no noise rescaling), rounding (the rounding loss
 #        CE(z_0·Eᵀ) instead of the anchor loss), rounding+f1, no-embed-norm, no-self-cond;
 #        no-embed-norm-affine (the embedding norm without the recipe's learnt scale and shift)
@@ -64,7 +64,7 @@ for part in "${parts[@]}"; do
     drop[0-9]*) arm+=(--dropout "${part#drop}") ;;
     lenloss[0-9]*) arm+=(--length-loss-factor "${part#lenloss}") ;;
     tok[0-9]*) arm+=(--max-tokens "${part#tok}") ;;
-    bos-eos) arm+=(--diffuse-bos-eos) ;;
+    no-bos-eos) arm+=(--no-diffuse-bos-eos) ;;
     rounding) arm+=(--rounding-loss) ;;
     no-embed-norm) arm+=(--no-embed-norm --no-embed-norm-affine) ;;
     no-embed-norm-affine) arm+=(--no-embed-norm-affine) ;;
@@ -79,7 +79,7 @@ for part in "${parts[@]}"; do
     importance) arm+=(--timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, tokN, bos-eos, rounding, no-embed-norm, no-embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
+    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, tokN, no-bos-eos, rounding, no-embed-norm, no-embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
          "default-init, no-difformer, no-self-cond, fixed-schedule, importance," \
          "diffuseq, joined with +; or table)" >&2
        exit 1 ;;

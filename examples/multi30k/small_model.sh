@@ -9,7 +9,8 @@
 # with F folded into the refit table and re-derived from DGS_max (ablation arm fixed-schedule:
 # the recipe before; bench/results/2026-12-07-multi30k-adaptive-recipe.md). Since session 13: the
 # embedding norm with a learnt scale and shift (ablation arm no-embed-norm-affine;
-# bench/results/2026-12-07-multi30k-clamping.md).
+# bench/results/2026-12-07-multi30k-clamping.md). Since session 14: BOS and EOS diffused around the
+# target (ablation arm no-bos-eos; bench/results/2026-12-07-multi30k-bos-eos.md).
 # Defines SMALL_TRAIN (fairseq-train arguments after the data-bin), SMALL_COMMON (the same without
 # the encoder-decoder architecture and its adaptive schedule, for other architectures at the same
 # width) and small_generate. Environment: ADAPTIVE_INTERVAL (110), SRC, TGT, REF.
@@ -28,7 +29,7 @@ ADAPTIVE_INTERVAL=${ADAPTIVE_INTERVAL:-110}
 SMALL_TRAIN=("${SMALL_COMMON[@]}" --arch diffusion_transformer_tiny --encoder-layers 3
   --decoder-layers 3 --share-all-embeddings --post-norm --learned-positions --bert-init
   --adaptive-schedule --adaptive-warmup-updates "$ADAPTIVE_INTERVAL" --adaptive-update-interval "$ADAPTIVE_INTERVAL"
-  --embed-norm-affine)
+  --embed-norm-affine --diffuse-bos-eos)
 
 # small_generate DATA CHECKPOINT OUT K LENGTH_BEAM NOISE_BEAM [fairseq-generate args...]:
 # decode the test set into OUT and print its tokenised and sacrebleu BLEU against REF (default
