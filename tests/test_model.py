@@ -76,6 +76,9 @@ def test_diffused_bos_eos_targets_and_length_classes():
     assert out["target"].tolist() == [[bos, *tgt[0, :3].tolist(), eos], [bos, int(tgt[1, 0]), eos, pad, pad]]
     assert out["mask"].sum(1).tolist() == [5, 3]
     assert out["length_target"].tolist() == [5 - 5 + 128, 3 - 3 + 128]
+    # fairseq keeps targets (with EOS) of at most max − 1 tokens: BOS takes the last position
+    assert make_model(diffuse_bos_eos=True, max_target_positions=6).max_positions() == (1024, 5)
+    assert make_model(max_target_positions=6).max_positions() == (1024, 6)
     # decoding counts tokens: the predictor's class (diffused length) less BOS and EOS
     with torch.no_grad():
         model.length_head.weight.zero_()

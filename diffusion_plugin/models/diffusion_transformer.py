@@ -131,7 +131,9 @@ class DiffusionTransformerModel(DiffusionModel):
         return cls(cfg, src_dict, tgt_dict)
 
     def max_positions(self):
-        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+        """fairseq's length filter: a target (with its EOS) of n + 1 tokens fills n + 2 diffused
+        positions with --diffuse-bos-eos, so the longest one kept is one shorter."""
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions - self.ends)
 
     # --- encoder and length predictor -------------------------------------------------------
 
