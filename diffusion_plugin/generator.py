@@ -73,8 +73,13 @@ class DecodingConfig(FairseqDataclass):
             "length probabilities"
         },
     )
-    clamping: bool = field(
-        default=False, metadata={"help": "replace ẑ_0 by its nearest token embedding each step"}
+    clamping: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "replace ẑ_0 by its nearest token embedding each step; default (neither "
+            "--clamping nor --no-clamping): on for a checkpoint trained with --adaptive-schedule, "
+            "off otherwise"
+        },
     )
     prior_sampling_prob: float = field(
         default=0.0, metadata={"help": "p1: probability of a prior-sampling step (SeqDiffuSeq E)"}
@@ -102,6 +107,8 @@ def check_types(cfg: Dict[str, Any]) -> None:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         elif kind is bool:
             ok = isinstance(value, bool)
+        elif kind == Optional[bool]:
+            ok = value is None or isinstance(value, bool)
         else:  # a choice, checked by check_decoding
             ok = True
         if not ok:
@@ -109,7 +116,15 @@ def check_types(cfg: Dict[str, Any]) -> None:
 
 
 def type_name(kind: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false"}[kind]
+    names = {int: "an integer", float: "a number", bool: "true or false"}
+    return names[kind] if kind in names else "true, false or None (the model's default)"
+
+
+def clamps_by_default(model: Any) -> bool:
+    """--clamping's default: on for a model trained with SeqDiffuSeq's adaptive schedule, whose
+    unclamped multi-step chains feed back an off-manifold ẑ_0; off for a fixed schedule, where
+    clamping commits to the early steps' argmax tokens (``bench/results/*-multi30k-clamping.md``)."""
+    return bool(getattr(model.cfg, "adaptive_schedule", False))
 
 
 def check_decoding(cfg: Dict[str, Any], diffusion_steps: int) -> None:
@@ -213,6 +228,8 @@ class DiffusionGenerator:
         for name in ("decoding_sampler", "decoding_timesteps", "candidate_selection"):
             self.cfg[name] = str(self.cfg[name])
         check_decoding(self.cfg, model.cfg.diffusion_steps)
+        if self.cfg["clamping"] is None:
+            self.cfg["clamping"] = clamps_by_default(model)
         if model.length_from_padding and self.cfg["length_beam"] > 1:
             raise ValueError(
                 f"--length-beam {self.cfg['length_beam']}: {type(model).__name__} has no length "

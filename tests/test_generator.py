@@ -576,6 +576,43 @@ def test_clamping_feeds_back_embedding_rows(monkeypatch, model):
         assert torch.equal(z0_prev, out) and not is_embedding_row(z0_prev, table)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_clamping_default_follows_the_checkpoints_schedule(monkeypatch, adaptive):
+    """Unset (None), --clamping is on for an adaptive-schedule model and off for a fixed one;
+    an explicit value wins either way; the default chain equals the explicit one."""
+    torch.manual_seed(0)
+    model = make_model(self_cond=True, adaptive_schedule=adaptive).eval()
+    assert DecodingConfig().clamping is None
+    assert generator(model).cfg["clamping"] is adaptive
+    for explicit in (False, True):
+        assert generator(model, clamping=explicit).cfg["clamping"] is explicit
+    calls = record_denoise(monkeypatch, model)
+    hypotheses = {}
+    for clamping in (None, adaptive, not adaptive):
+        calls.clear()
+        (hyps, _) = generator(model, decoding_steps=3, clamping=clamping).generate([model], SAMPLE)
+        hypotheses[clamping] = (hyps[0]["tokens"].tolist(), calls[1]["z0_prev"])
+    table = model.embed.table()
+    assert is_embedding_row(hypotheses[None][1], table) is adaptive
+    assert hypotheses[None][0] == hypotheses[adaptive][0]
+    assert torch.equal(hypotheses[None][1], hypotheses[adaptive][1])
+    assert not torch.equal(hypotheses[None][1], hypotheses[not adaptive][1])
+
+
+def test_clamping_flag_is_tri_state_on_the_command_line():
+    from fairseq import options
+    from diffusion_plugin.tasks.diffusion_translation import DiffusionTranslationTask
+
+    def parsed(*flags: str) -> Optional[bool]:
+        parser = options.get_generation_parser(default_task="translation")
+        DiffusionTranslationTask.add_args(parser)
+        return parser.parse_args(["data", *flags]).clamping
+
+    assert parsed() is None
+    assert parsed("--clamping") is True
+    assert parsed("--no-clamping") is False
+
+
 def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, model):
     """Rounding the clamped e_4 again would give token 5 (e_4·e_5 = 2 > e_4·e_4 = 1)."""
     with torch.no_grad():
@@ -621,7 +658,7 @@ def test_clamped_hypothesis_is_the_rounding_of_the_model_output(monkeypatch, mod
         ({"decoding_steps": 3.7}, r"--decoding-steps must be an integer, got 3.7"),
         ({"length_beam": True}, r"--length-beam must be an integer, got True"),
         ({"ddim_eta": "0.5"}, r"--ddim-eta must be a number, got '0.5'"),
-        ({"clamping": 1}, r"--clamping must be true or false, got 1"),
+        ({"clamping": 1}, r"--clamping must be true, false or None \(the model's default\), got 1"),
         ({"decoding_sampler": "euler"}, r"--decoding-sampler must be one of \('ddim', 'ddpm', 'dpm-solver\+\+'\), got 'euler'"),
         ({"dpm_solver_order": 4}, r"--dpm-solver-order must be 1, 2 or 3, got 4"),
         ({"decoding_timesteps": "karras"}, r"--decoding-timesteps must be one of \('uniform', 'logsnr', 'quadratic'\), got 'karras'"),

@@ -1,7 +1,8 @@
 """``diffusion_translation``: fairseq's translation data pipeline + the diffusion generator."""
 
+import argparse
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, List
 
 import numpy as np
@@ -36,6 +37,16 @@ class DiffusionTranslationTask(TranslationTask):
     """Translation with an embedding-diffusion model (fairseq-train/-generate/-interactive)."""
 
     cfg: DiffusionTranslationConfig
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The dataclass flags, with ``--clamping/--no-clamping`` for the tri-state field (left
+        unset, the generator takes the checkpoint's default)."""
+        help_text = next(f for f in fields(DecodingConfig) if f.name == "clamping").metadata["help"]
+        parser.add_argument(
+            "--clamping", action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
+        super().add_args(parser)
 
     def get_batch_iterator(self, dataset: Any, **kwargs: Any) -> Any:
         """fairseq's batch_by_size silently drops the last batch when its size is not a multiple
