@@ -5,7 +5,7 @@ every sampler x steps x beams setting, next to fairseq's AR transformer (beam 5)
 
     python bench/frontier.py --data DATA_BIN --diffusion ckpt.pt --ref test.raw.en \
         [--ar ar.pt] [--cmlm cmlm.pt] [--samplers ddpm ddim dpm-solver++:2 dpm-solver++:3] \
-        [--steps 1 2 3 5 10 20 50] [--beams 1x1 3x3] [--timesteps uniform] \
+        [--steps 1 2 3 5 10 20 50] [--beams 1x1 3x3] [--timesteps uniform] [--selection reranker] \
         [--set early_stopping_steps=5 ...] [--speed-batches 1 64] [--out report.md] [--json rows.json]
         [--plot frontier.png] [--resume]
 
@@ -15,7 +15,9 @@ Speed: the first ``--sentences`` sentences at each of ``--speed-batches`` (media
 ``--repeats`` after a warm-up, as ``bench/decode_speed.py``). Pin it to a core and one thread
 (``taskset -c N``, ``OMP_NUM_THREADS=1``) to compare with other single-thread runs.
 ``--json`` is rewritten after every point; with ``--resume`` the points already there are kept
-and not measured again (rerun the same command after an interruption).
+and not measured again (rerun the same command after an interruption). ``--selection reranker``
+ranks the candidates by the ``--ar`` model's length-normalised log-probability (Difformer's
+AR-PPL reranking; its cost is in the timings).
 """
 import argparse
 import json
@@ -71,11 +73,14 @@ GRID_FLAGS = ("decoding_sampler", "dpm_solver_order", "decoding_steps", "length_
 
 
 def label(flags: Dict[str, Any]) -> str:
-    """'<sampler> K=<steps>, b=<b1>x<b2>', then the --set flags (e.g. ', early_stopping_steps=5')."""
+    """'<sampler> K=<steps>, b=<b1>x<b2>', the selection unless by score (', reranker'), then
+    the --set flags (e.g. ', early_stopping_steps=5')."""
     sampler = flags["decoding_sampler"]
     if sampler == "dpm-solver++":
         sampler += f"({flags['dpm_solver_order']})"
-    extra = "".join(f", {key}={value}" for key, value in flags.items() if key not in GRID_FLAGS)
+    selection = flags.get("candidate_selection", "score")
+    extra = "" if selection == "score" else f", {selection}"
+    extra += "".join(f", {key}={value}" for key, value in flags.items() if key not in GRID_FLAGS)
     return f"{sampler} K={flags['decoding_steps']}, b={flags['length_beam']}x{flags['noise_beam']}{extra}"
 
 
@@ -94,9 +99,11 @@ def bleu(system: Any, generator: Any, args: argparse.Namespace, references: List
 
 
 def measure_point(
-    system: Any, name: str, flags: SimpleNamespace, setting: str, args: argparse.Namespace, references: List[str]
+    system: Any, name: str, flags: SimpleNamespace, setting: str, args: argparse.Namespace, references: List[str],
+    reranker: Optional[Any] = None,
 ) -> Point:
-    generator = system.task.build_generator([system.model], flags)
+    """BLEU and speeds of one setting; ``reranker``: the AR model of --candidate-selection reranker."""
+    generator = system.task.build_generator([system.model] + ([reranker] if reranker is not None else []), flags)
     torch.manual_seed(args.seed)
     score = bleu(system, generator, args, references)
     rates = {}
@@ -184,8 +191,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10, 20, 50])
     parser.add_argument("--beams", nargs="+", default=["1x1", "3x3"], help="b1xb2 (length x noise)")
     parser.add_argument("--timesteps", default="uniform", choices=("uniform", "logsnr", "quadratic"))
-    parser.add_argument("--selection", default="score", choices=("score", "bleu-mbr"),
-                        help="--candidate-selection of the multi-candidate settings")
+    parser.add_argument("--selection", default="score", choices=("score", "bleu-mbr", "reranker"),
+                        help="--candidate-selection of the multi-candidate settings (reranker: by the --ar model)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FLAG=VALUE",
                         help="other decoding flags for every diffusion setting, e.g. early_stopping_steps=5 ddim_eta=0.5")
     parser.add_argument("--bleu-batch", type=int, default=64)
@@ -201,6 +208,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume and not args.json:
         parser.error("--resume reads the points of --json: give --json")
+    if args.selection == "reranker" and not args.ar:
+        parser.error("--selection reranker ranks by the AR model: give its checkpoint with --ar")
     for beams in args.beams:
         parts = beams.split("x")
         if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -239,19 +248,27 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Point]:
         raise SystemExit(f"--ref has {len(references)} lines, --subset {args.subset} {sentences} sentences")
     done, points = earlier_points(args), []
 
+    systems: Dict[str, Any] = {}
+
+    def ar_system() -> Any:
+        if "ar" not in systems:
+            systems["ar"] = load_system("ar", args.ar, args)
+        return systems["ar"]
+
     def add(load: Callable[[], Any], name: str, flags: SimpleNamespace, setting: str) -> None:
         point = done.get((name, setting))
         if point is None:
-            point = measure_point(load(), name, flags, setting, args, references)
+            reranker = ar_system().model if name == "diffusion" and getattr(flags, "candidate_selection", "") == "reranker" else None
+            point = measure_point(load(), name, flags, setting, args, references, reranker)
         points.append(point)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as f:
                 json.dump([asdict(p) for p in points], f, indent=1)
 
-    for name in ("ar", "cmlm"):
-        checkpoint = getattr(args, name)
-        if checkpoint:
-            add(lambda: load_system(name, checkpoint, args), name, *baseline_flags(name, 0, 200))
+    if args.ar:
+        add(ar_system, "ar", *baseline_flags("ar", 0, 200))
+    if args.cmlm:
+        add(lambda: load_system("cmlm", args.cmlm, args), "cmlm", *baseline_flags("cmlm", 0, 200))
     for flags in diffusion_settings(args):
         add(lambda: diffusion, "diffusion", SimpleNamespace(**flags), label(flags))
     write_outputs(report(points, args), points, args)

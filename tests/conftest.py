@@ -96,3 +96,22 @@ def generate_args(data: Path, checkpoint: Path, *extra: str) -> List[str]:
         "--gen-subset", "test", "--batch-size", "16", "--decoding-steps", "5",
         "--num-workers", "0", *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def transformer_checkpoint(data_bin, tmp_path_factory):
+    """A fairseq AR transformer checkpoint (legacy architecture) trained for one update."""
+    save_dir = tmp_path_factory.mktemp("ar")
+    run_fairseq(
+        "train",
+        [
+            str(data_bin), "--cpu", "--task", "translation", "--arch", "transformer",
+            "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
+            "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "16",
+            "--decoder-ffn-embed-dim", "16", "--encoder-attention-heads", "2",
+            "--decoder-attention-heads", "2", "--optimizer", "adam", "--lr", "1e-3",
+            "--max-tokens", "2000", "--max-update", "1", "--save-dir", str(save_dir),
+            "--no-epoch-checkpoints", "--log-format", "none", "--num-workers", "0",
+        ],
+    )
+    return save_dir / "checkpoint_last.pt"

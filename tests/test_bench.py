@@ -217,7 +217,44 @@ def test_frontier_decodes_as_fairseq_generate(data_bin, checkpoint, tmp_path, mo
         decoding_sampler="ddim", decoding_steps=20, length_beam=3, noise_beam=3, decoding_timesteps="uniform",
         candidate_selection="bleu-mbr", ddim_eta=0.5, early_stopping_steps=5, clamping=True)]
     assert frontier.label(frontier.diffusion_settings(parsed)[0]) == (
-        "ddim K=20, b=3x3, ddim_eta=0.5, early_stopping_steps=5, clamping=True")  # --set flags named
+        "ddim K=20, b=3x3, bleu-mbr, ddim_eta=0.5, early_stopping_steps=5, clamping=True")  # --set flags named
+    with pytest.raises(SystemExit):  # the reranker is the --ar model
+        frontier.parse_args(["--data", "d", "--diffusion", "c", "--ref", "r", "--selection", "reranker"])
+
+
+def test_frontier_reranks_with_the_ar_model_as_fairseq_generate(data_bin, checkpoint, transformer_checkpoint, tmp_path):
+    """--selection reranker: the candidates ranked by the --ar model, as fairseq-generate's
+    --candidate-selection reranker --path diffusion.pt:ar.pt ranks them (BLEU 100 against its
+    output), and a different choice than the score's; the AR point is measured once."""
+    import frontier
+    import text_metrics
+    from conftest import generate_args, run_fairseq
+
+    def reference(name: str, *flags: str) -> Path:
+        args = generate_args(data_bin, checkpoint, "--decoding-steps", "2", "--length-beam", "2",
+                             "--noise-beam", "2", "--remove-bpe", "--seed", "1", *flags)
+        if "reranker" in flags:
+            args[args.index("--path") + 1] = f"{checkpoint}:{transformer_checkpoint}"
+        generated = tmp_path / f"{name}.generate"
+        generated.write_text(run_fairseq("generate", args))
+        hypotheses = [c[0] for c in text_metrics.read_generate(str(generated)).candidates]
+        path = tmp_path / name
+        path.write_text("".join(h + "\n" for h in text_metrics.detokenize(hypotheses, "en")))
+        return path
+
+    reranked = reference("reranked.txt", "--candidate-selection", "reranker")
+    points = frontier.main([
+        "--data", str(data_bin), "--diffusion", str(checkpoint), "--ar", str(transformer_checkpoint),
+        "--ref", str(reranked), "--samplers", "ddpm", "--steps", "2", "--beams", "2x2",
+        "--selection", "reranker", "--speed-batches", "1", "--sentences", "4",
+    ])
+    assert [(p.system, p.setting) for p in points] == [("ar", "beam 5"), ("diffusion", "ddpm K=2, b=2x2, reranker")]
+    assert points[1].bleu == pytest.approx(100.0) and points[1].rates[1] > 0
+    scored = frontier.main([
+        "--data", str(data_bin), "--diffusion", str(checkpoint), "--ref", str(reranked),
+        "--samplers", "ddpm", "--steps", "2", "--beams", "2x2", "--speed-batches", "1", "--sentences", "4",
+    ])
+    assert scored[0].setting == "ddpm K=2, b=2x2" and scored[0].bleu < 100.0
 
 
 def test_bench_trains_the_diffusion_model_with_the_multi30k_recipe():

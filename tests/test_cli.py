@@ -74,25 +74,6 @@ def test_checkpoint_loads_with_weights_only(checkpoint):
         torch.testing.assert_close(tensor, state["model"][name], msg=name)
 
 
-@pytest.fixture(scope="module")
-def transformer_checkpoint(data_bin, tmp_path_factory):
-    """A fairseq AR transformer checkpoint (legacy architecture) trained for one update."""
-    save_dir = tmp_path_factory.mktemp("ar")
-    run_fairseq(
-        "train",
-        [
-            str(data_bin), "--cpu", "--task", "translation", "--arch", "transformer",
-            "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
-            "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "16",
-            "--decoder-ffn-embed-dim", "16", "--encoder-attention-heads", "2",
-            "--decoder-attention-heads", "2", "--optimizer", "adam", "--lr", "1e-3",
-            "--max-tokens", "2000", "--max-update", "1", "--save-dir", str(save_dir),
-            "--no-epoch-checkpoints", "--log-format", "none", "--num-workers", "0",
-        ],
-    )
-    return save_dir / "checkpoint_last.pt"
-
-
 def test_fairseq_transformer_checkpoint_loads_with_weights_only(transformer_checkpoint):
     """Legacy fairseq architectures store an argparse.Namespace: allow-listed, not unsafe-loaded."""
     state = torch.load(transformer_checkpoint, weights_only=True)
