@@ -110,69 +110,6 @@ def test_self_conditioning_input_width_and_effect():
     )
 
 
-@pytest.mark.parametrize("ends", [False, True])
-def test_unrolled_batch_denoises_its_own_rounded_prediction_at_a_lower_timestep(monkeypatch, ends):
-    """--unroll-prob 1: the first (no-grad) denoiser call at t without self-conditioning input;
-    its ẑ_0 rounded by argmax(ẑ_0·Eᵀ) with the target's BOS/EOS/padding kept, embedded, and
-    re-noised at s in [1, t − 1] (1 at t = 1); the trained call reads z_s at s with E(ŷ) as
-    self-conditioning input; evaluation never unrolls."""
-    torch.manual_seed(0)
-    model = make_model(self_cond=True, unroll_prob=1.0, diffuse_bos_eos=ends).train()
-    src, src_lengths, tgt = batch(model)
-    calls, noised = [], []
-    denoise, noise = model.denoise, model.noised
-
-    def recorded_denoise(z_t, t, enc, mask, z0_prev=None):
-        out = denoise(z_t, t, enc, mask, z0_prev)
-        calls.append((z_t.clone(), t.clone(), z0_prev, out.detach().clone()))
-        return out
-
-    def recorded_noised(z0, t):
-        out = noise(z0, t)
-        noised.append((z0.clone(), t.clone(), out))
-        return out
-
-    monkeypatch.setattr(model, "denoise", recorded_denoise)
-    monkeypatch.setattr(model, "noised", recorded_noised)
-    t = torch.tensor([1, 40])
-    out = model(src, src_lengths, tgt, t)
-    assert out["unrolled"] and len(calls) == 2 and len(noised) == 2
-    (z_t, t_first, prev_first, first), (z_s, s, prev, _) = calls
-    assert torch.equal(t_first, t) and prev_first is None and torch.equal(z_t, noised[0][2])
-    assert s[0] == 1 and 1 <= s[1] < 40
-    target = out["target"]
-    special = target.eq(model.pad) | target.eq(model.eos) | target.eq(model.bos)
-    rounded = torch.where(special, target, model.logits(first).argmax(dim=-1))
-    assert not torch.equal(rounded, target)  # an untrained model's prediction differs from y
-    torch.testing.assert_close(prev, model.embed(rounded))
-    assert torch.equal(noised[1][0], prev) and torch.equal(noised[1][1], s) and torch.equal(z_s, noised[1][2])
-    torch.testing.assert_close(out["z0"], model.embed(target))  # the loss still targets the true z_0
-    calls.clear()
-    assert not model.eval()(src, src_lengths, tgt, t)["unrolled"] and len(calls) == 1
-
-
-def test_unrolled_batches_are_unweighted_and_kept_out_of_the_training_statistics(monkeypatch):
-    model = make_model(unroll_prob=1.0, adaptive_schedule=True, timestep_sampler="loss-second-moment").train()
-    recorded = []
-    monkeypatch.setattr(model, "record_losses", lambda *args: recorded.append(args))
-    monkeypatch.setattr(model.timestep_sampler, "sample", lambda n, device: (torch.tensor([5, 9]), torch.tensor([3.0, 0.5])))
-    torch.manual_seed(1)  # the batch's tokens
-    _, _, unrolled = criterion_terms(model)
-    assert recorded == []
-    model.unroll_prob = 0.0
-    torch.manual_seed(1)
-    criterion_terms(model)
-    assert len(recorded) == 1
-    # weights 1 whatever the sampler's: the same terms as with unit importance weights
-    model.unroll_prob = 1.0
-    monkeypatch.setattr(model.timestep_sampler, "sample", lambda n, device: (torch.tensor([5, 9]), torch.tensor([1.0, 1.0])))
-    torch.manual_seed(1)
-    _, _, unit = criterion_terms(model)
-    assert unrolled["mse"] == pytest.approx(unit["mse"].item()) and unrolled["anchor"] == pytest.approx(unit["anchor"].item())
-    with pytest.raises(ValueError, match=r"--unroll-prob must be in \[0, 1\], got 1.5"):
-        make_model(unroll_prob=1.5)
-
-
 def test_predicted_lengths_are_clamped():
     model = make_model(max_target_positions=6).eval()
     src, _, _ = batch(model)

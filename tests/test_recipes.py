@@ -351,9 +351,8 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     the recipe's adaptive schedule refits at W + U = 4), are decoded, scored and listed by
     ``table``; an unknown arm is refused; fixed-schedule turns the adaptive schedule off,
     no-embed-norm-affine takes the recipe's scale and shift off the embedding norm, dropX,
-    lenlossX, tokN and unrollP set the dropout, the length loss's weight, the tokens per batch and
-    the share of unrolled batches, no-bos-eos diffuses the target's tokens alone (the recipe's
-    arms diffuse BOS and EOS around them)."""
+    lenlossX and tokN set the dropout, the length loss's weight and the tokens per batch, no-bos-eos
+    diffuses the target's tokens alone (the recipe's arms diffuse BOS and EOS around them)."""
     arm = "importance+input-norm+pre-norm+rounding+no-embed-norm+f2.5"
     env = dict(os.environ, SRC="src", TGT="tgt", DATA=str(data_bin), OUT=str(tmp_path),
                MAX_UPDATE="4", ADAPTIVE_INTERVAL="2", STEPS="2 3:1",
@@ -383,7 +382,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     assert len(table.stdout.splitlines()) == 4 and "| 3 | 1 |" in table.stdout.splitlines()[3]
     bad = subprocess.run(["bash", script, "slow-lr+bogus"], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown arm 'bogus'" in bad.stderr
-    knobs = "fixed-schedule+no-embed-norm-affine+drop0.25+lenloss0.5+tok1500+unroll0.5+no-bos-eos"
+    knobs = "fixed-schedule+no-embed-norm-affine+drop0.25+lenloss0.5+tok1500+no-bos-eos"
     own_batch = [a for a in tiny if a not in ("--max-tokens", "2000")]
     knobbed = subprocess.run(["bash", script, knobs, *own_batch],
                              env=dict(env, MAX_UPDATE="2", STEPS="1"), capture_output=True, text=True, timeout=300)
@@ -391,7 +390,7 @@ def test_multi30k_ablation_arm_trains_decodes_and_tabulates(data_bin: Path, tmp_
     log = (tmp_path / knobs / "train.log").read_text()
     assert "'adaptive_schedule': False" in log and "'embed_norm_affine': False" in log
     assert "'dropout': 0.25," in log and "'length_loss_factor': 0.5," in log
-    assert "'max_tokens': 1500," in log and "'diffuse_bos_eos': False" in log and "'unroll_prob': 0.5," in log
+    assert "'max_tokens': 1500," in log and "'diffuse_bos_eos': False" in log
     assert re.search(rf"^\| {re.escape(knobs)} \| 2 \| \d+ \| 1 \| 0 \| [0-9.]+ \| [0-9.]+ \|$", knobbed.stdout, re.M)
     # the DiffuSeq arm: encoder-only, targets padded to 48 positions within 100; F = auto searched
     # against the dgs arm's threshold

@@ -53,9 +53,6 @@ class DiffusionLoss(FairseqCriterion):
         )
         mask = out["mask"]
         ntokens = mask.sum().clamp(min=1)
-        unrolled = bool(out.get("unrolled", False))
-        if unrolled:  # the model drew its own (lower) timesteps: unweighted, kept out of the statistics
-            weights = torch.ones_like(weights)
         # importance weights 1/(T p_t) of the sampled timesteps, zero on padding
         token_weights = weights.unsqueeze(1) * mask
         z0, z0_hat = out["z0"], out["z0_hat"]
@@ -69,7 +66,7 @@ class DiffusionLoss(FairseqCriterion):
             lprobs, out["target"][mask], self.cfg.label_smoothing, reduce=False
         )
         terms[token_name] = (smoothed * token_weights[mask]).sum() / ntokens
-        if model.training and not unrolled:
+        if model.training:
             # unweighted per-sequence loss (denoising + token CE) for the importance sampler
             token_loss = token_mse.detach().float().masked_fill(~mask, 0.0)
             token_loss[mask] += smoothed.detach().view(-1).float()

@@ -174,8 +174,6 @@ def check_config(cfg: Any) -> None:
             )
     elif not 0.0 < cfg.dgs_max < 1.0:
         raise ValueError(f"--dgs-max must be in (0, 1), got {cfg.dgs_max}")
-    if not 0.0 <= getattr(cfg, "unroll_prob", 0.0) <= 1.0:
-        raise ValueError(f"--unroll-prob must be in [0, 1], got {cfg.unroll_prob}")
     if getattr(cfg, "embed_norm_affine", False) and not cfg.embed_norm:
         raise ValueError("--embed-norm-affine needs --embed-norm (it scales the normalised embeddings)")
     if not (cfg.attention_dropout == -1 or 0.0 <= cfg.attention_dropout < 1.0):

@@ -6,7 +6,7 @@ width d (``--latent-dim``) and are projected to and from the model width.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -60,13 +60,6 @@ class DiffusionTransformerConfig(DiffusionConfig):
                   "of y alone: the length predictor counts both ends, decoding fixes them "
                   "(clamped to E(BOS), E(EOS)) and drops them from the hypothesis"},
     )
-    unroll_prob: float = field(
-        default=0.0,
-        metadata={"help": "probability that a training batch is unrolled one reverse step: ẑ_0 "
-                  "predicted at t, rounded to tokens and re-noised at s ~ U{1..t-1}, the loss "
-                  "taken at s on the true z_0 with the clamped ẑ_0 as self-conditioning input "
-                  "(the chain's next step, its mistakes included)"},
-    )
     max_source_positions: int = field(default=1024, metadata={"help": "max source length"})
     max_target_positions: int = field(default=1024, metadata={"help": "max target length"})
 
@@ -101,7 +94,6 @@ class DiffusionTransformerModel(DiffusionModel):
         self.input_norm = bool(getattr(cfg, "input_norm", False))
         self.max_target_positions = int(cfg.max_target_positions)
         self.ends = int(bool(getattr(cfg, "diffuse_bos_eos", False)))
-        self.unroll_prob = float(getattr(cfg, "unroll_prob", 0.0))
         self.bos = tgt_dict.bos()
         self.decoder_in = nn.Linear(2 * d if self.self_cond else d, width)
         self.decoder_out = nn.Linear(width, d)
@@ -257,7 +249,6 @@ class DiffusionTransformerModel(DiffusionModel):
 
         Self-conditioning (training): with probability 1/2 per batch the denoiser first runs
         without gradient and its ẑ_0 is fed back as ẑ_0^prev; otherwise ẑ_0^prev = 0.
-        Unrolling (``--unroll-prob``, drawn first, per batch): see :meth:`unrolled`.
         """
         encoder_out = self.encode(src_tokens)
         target = self.diffusion_targets(tgt_tokens)
@@ -265,10 +256,7 @@ class DiffusionTransformerModel(DiffusionModel):
         z0 = self.embed(target)
         z_t = self.noised(z0, timesteps)
         z0_prev = None
-        unrolled = self.training and self.unroll_prob > 0 and bool(torch.rand(()) < self.unroll_prob)
-        if unrolled:
-            z_t, timesteps, z0_prev = self.unrolled(z_t, timesteps, target, encoder_out, padding_mask)
-        elif self.self_cond and self.training and torch.rand(()) < 0.5:
+        if self.self_cond and self.training and torch.rand(()) < 0.5:
             with torch.no_grad():
                 z0_prev = self.denoise(z_t, timesteps, encoder_out, padding_mask).detach()
         z0_hat = self.denoise(z_t, timesteps, encoder_out, padding_mask, z0_prev)
@@ -281,22 +269,7 @@ class DiffusionTransformerModel(DiffusionModel):
             "mask": ~padding_mask,
             "length_logits": self.length_logits(encoder_out),
             "length_target": self.length_offset_target(src_lengths, tgt_lengths),
-            "unrolled": unrolled,
         }
-
-    @torch.no_grad()
-    def unrolled(
-        self, z_t: Tensor, timesteps: Tensor, target: Tensor, encoder_out: Dict[str, Tensor], padding_mask: Tensor
-    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-        """One reverse step taken in training: ŷ = argmax(f(z_t, x, t)·Eᵀ) (the target's special
-        tokens and padding kept), s ~ U{1, …, t − 1} (s = 1 at t = 1) and z_s ~ q(z_s | E(ŷ)).
-        Returns (z_s, s, E(ŷ) as the self-conditioning input, or None without it): the denoiser
-        then learns to map its own rounded prediction, re-noised, back to the true z_0."""
-        tokens = self.logits(self.denoise(z_t, timesteps, encoder_out, padding_mask)).argmax(dim=-1)
-        special = target.eq(self.pad) | target.eq(self.eos) | target.eq(self.bos)
-        clamped = self.embed(torch.where(special, target, tokens))
-        lower = 1 + (torch.rand(timesteps.shape, device=timesteps.device) * (timesteps - 1)).long()
-        return self.noised(clamped, lower), lower, clamped if self.self_cond else None
 
 
 # SeqDiffuSeq Table 6 (translation): 6+6 layers, emb 128, GeLU, input/output lengths 128/64,

@@ -11,9 +11,7 @@
 #        Table 17's sweep: dgs0.05, dgs0.5, ...)
 #      dropX: --dropout X (the recipe's 0.1; drop0, drop0.3, ...); lenlossX: --length-loss-factor X
 #        (the length predictor's weight, 0.1; lenloss0.5, ...); tokN: --max-tokens N (tokens per
-#        batch, the recipe's 4096; compare at equal time, not equal updates); unrollP:
-#        --unroll-prob P (that share of the batches trained on one reverse step of the model's
-#        own rounded prediction: unroll0.25, unroll0.5)
+#        batch, the recipe's 4096; compare at equal time, not equal updates)
 #      no-bos-eos: --no-diffuse-bos-eos (the target's tokens diffused alone: the recipe before
 #        session 14, which diffuses BOS and EOS around them, the Difformer authors' layout)
 #      Difformer Table 7 (issue I.3): f1 (no noise rescaling), rounding (the rounding loss
@@ -66,7 +64,6 @@ for part in "${parts[@]}"; do
     drop[0-9]*) arm+=(--dropout "${part#drop}") ;;
     lenloss[0-9]*) arm+=(--length-loss-factor "${part#lenloss}") ;;
     tok[0-9]*) arm+=(--max-tokens "${part#tok}") ;;
-    unroll[0-9]*) arm+=(--unroll-prob "${part#unroll}") ;;
     no-bos-eos) arm+=(--no-diffuse-bos-eos) ;;
     rounding) arm+=(--rounding-loss) ;;
     no-embed-norm) arm+=(--no-embed-norm --no-embed-norm-affine) ;;
@@ -82,7 +79,7 @@ for part in "${parts[@]}"; do
     importance) arm+=(--timestep-sampler loss-second-moment) ;;
     diffuseq) train=("${SMALL_COMMON[@]}")
       arm+=(--arch diffuseq_tiny --layers 7 --max-positions 100 --max-target-positions 48) ;;
-    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, tokN, unrollP, no-bos-eos, rounding, no-embed-norm, no-embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
+    *) echo "error: unknown arm '$part' (base, fF (e.g. f1, f2.5), dgsX (e.g. dgs0.05), dropX, lenlossX, tokN, no-bos-eos, rounding, no-embed-norm, no-embed-norm-affine, slow-lr, input-norm, pre-norm, sinusoidal," \
          "default-init, no-difformer, no-self-cond, fixed-schedule, importance," \
          "diffuseq, joined with +; or table)" >&2
        exit 1 ;;
