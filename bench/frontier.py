@@ -20,6 +20,7 @@ ranks the candidates by the ``--ar`` model's length-normalised log-probability (
 AR-PPL reranking; its cost is in the timings).
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -248,17 +249,14 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Point]:
         raise SystemExit(f"--ref has {len(references)} lines, --subset {args.subset} {sentences} sentences")
     done, points = earlier_points(args), []
 
-    systems: Dict[str, Any] = {}
-
-    def ar_system() -> Any:
-        if "ar" not in systems:
-            systems["ar"] = load_system("ar", args.ar, args)
-        return systems["ar"]
+    # loaded once: the AR point and the reranker of --selection reranker
+    ar_system = functools.lru_cache(maxsize=None)(lambda: load_system("ar", args.ar, args))
 
     def add(load: Callable[[], Any], name: str, flags: SimpleNamespace, setting: str) -> None:
         point = done.get((name, setting))
         if point is None:
-            reranker = ar_system().model if name == "diffusion" and getattr(flags, "candidate_selection", "") == "reranker" else None
+            reranks = getattr(flags, "candidate_selection", "score") == "reranker"
+            reranker = ar_system().model if reranks else None
             point = measure_point(load(), name, flags, setting, args, references, reranker)
         points.append(point)
         if args.json:

@@ -116,8 +116,8 @@ def check_types(cfg: Dict[str, Any]) -> None:
 
 
 def type_name(kind: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false"}
-    return names[kind] if kind in names else "true, false or None (the model's default)"
+    return {int: "an integer", float: "a number", bool: "true or false",
+            Optional[bool]: "true, false or None (the model's default)"}[kind]
 
 
 def clamps_by_default(model: Any) -> bool:

@@ -3,7 +3,7 @@
 import argparse
 import contextlib
 from dataclasses import dataclass, field, fields
-from typing import Any, List
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -40,12 +40,14 @@ class DiffusionTranslationTask(TranslationTask):
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
-        """The dataclass flags, with ``--clamping/--no-clamping`` for the tri-state field (left
-        unset, the generator takes the checkpoint's default)."""
-        help_text = next(f for f in fields(DecodingConfig) if f.name == "clamping").metadata["help"]
-        parser.add_argument(
-            "--clamping", action=argparse.BooleanOptionalAction, default=None, help=help_text
-        )
+        """The dataclass flags, with ``--X/--no-X`` for each tri-state (Optional[bool]) decoding
+        field such as ``--clamping`` (left unset, the generator takes the checkpoint's default)."""
+        for f in fields(DecodingConfig):
+            if f.type == Optional[bool]:
+                parser.add_argument(
+                    "--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                    default=None, help=f.metadata.get("help"),
+                )
         super().add_args(parser)
 
     def get_batch_iterator(self, dataset: Any, **kwargs: Any) -> Any:
